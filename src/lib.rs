@@ -1,0 +1,9 @@
+//! dkim-relay: an outbound DKIM-signing SMTP relay for Amazon SES.
+//!
+//! # Layout
+//! (filled in as modules land)
+
+pub mod dkim;
+pub mod dns;
+pub mod sesauth;
+pub mod sim;

@@ -3,7 +3,11 @@
 //! # Layout
 //! (filled in as modules land)
 
+pub mod config;
 pub mod dkim;
 pub mod dns;
+pub mod message;
+pub mod net;
 pub mod sesauth;
 pub mod sim;
+pub mod smtp;

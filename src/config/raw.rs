@@ -1,0 +1,115 @@
+//! The configuration file exactly as written (TOML, serde, `deny_unknown_fields`).
+//!
+//! Nothing here is validated beyond types; [`super::load`] turns it into a resolved
+//! [`super::Snapshot`]. The key names are the public interface documented in the README.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+use crate::dkim::Algorithm;
+use crate::smtp::codec::BareNewline;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub upstream: RawUpstream,
+    #[serde(default)]
+    pub simulator: Option<crate::sim::config::RawSim>,
+    #[serde(default)]
+    pub domains: BTreeMap<String, RawDomain>,
+}
+
+/// `listen` takes one address or a list.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<OneOrMany>,
+    pub hostname: Option<String>,
+    pub max_message_size: Option<usize>,
+    pub max_recipients: Option<usize>,
+    pub max_header_size: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
+    pub max_errors: Option<u32>,
+    pub command_timeout_secs: Option<u64>,
+    pub data_timeout_secs: Option<u64>,
+    pub session_timeout_secs: Option<u64>,
+    pub shutdown_grace_secs: Option<u64>,
+    pub bare_newline: Option<BareNewline>,
+    pub allow_networks: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    /// Run the built-in SES simulator and relay to it (staging, quick start).
+    pub simulator: Option<bool>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub tls: Option<String>,
+    pub ca_file: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<String>,
+    pub secret_access_key_env: Option<String>,
+    pub region: Option<String>,
+    pub profile: Option<String>,
+    pub pool_size: Option<usize>,
+    pub max_messages_per_connection: Option<u32>,
+    pub max_connection_age_secs: Option<u64>,
+    pub idle_close_secs: Option<u64>,
+    pub connect_timeout_secs: Option<u64>,
+    pub tls_timeout_secs: Option<u64>,
+    pub command_timeout_secs: Option<u64>,
+    pub data_timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawDomain {
+    pub mail_from: Option<String>,
+    #[serde(default)]
+    pub sign: Vec<String>,
+    /// `"keep"` keeps the application's local part; anything else is a fixed mailbox.
+    pub envelope_local_part: Option<String>,
+    /// The mailbox used when the application sends a null sender `<>`.
+    pub null_sender_local_part: Option<String>,
+    /// Accept From addresses in subdomains of this domain, signing with `d=` this domain.
+    pub subdomains: Option<bool>,
+    pub headers: Option<Vec<String>>,
+    pub oversign: Option<Vec<String>>,
+    pub configuration_set: Option<String>,
+    /// Signature lifetime in seconds (`x=`); absent means no `x=`.
+    pub expiration_secs: Option<u64>,
+    /// The DMARC record to publish (`dkim-relay dns`) and to assume in the simulator.
+    pub dmarc: Option<String>,
+    #[serde(default)]
+    pub selectors: BTreeMap<String, RawSelector>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSelector {
+    pub algorithm: Algorithm,
+    pub key_file: String,
+}

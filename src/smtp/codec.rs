@@ -1,0 +1,474 @@
+//! Byte-level SMTP framing, with no I/O: command lines and the DATA stream.
+//!
+//! Invariants (RFC 5321 §2.3.8, §4.1.1.4, §4.5.2; the SMTP-smuggling lessons of 2023):
+//! - only `<CR><LF>` ends a line, and only `<CR><LF>.<CR><LF>` ends DATA;
+//! - a bare CR or bare LF is either rejected (the default) or, under
+//!   [`BareNewline::Normalize`], turned into CRLF — but it never ends DATA;
+//! - NUL bytes are refused;
+//! - nothing is buffered without bound: over-long lines and over-size messages are counted and
+//!   discarded, then reported once the client has finished sending.
+//!
+//! On the way out, [`dot_stuff`] re-frames a CRLF-clean message, so the upstream never sees the
+//! client's framing at all.
+
+/// What to do with a CR or LF that is not part of a CRLF pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BareNewline {
+    /// Refuse the command or the message (5xx) — the safe default.
+    #[default]
+    Reject,
+    /// Convert to CRLF before signing, for old clients that need it.
+    Normalize,
+}
+
+/// Why a command line was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineError {
+    /// Longer than the limit (RFC 5321 §4.5.3.1.4: 512 octets for a command line).
+    TooLong,
+    /// A bare LF or bare CR in the line.
+    BareNewline,
+    /// A NUL byte in the line.
+    Nul,
+}
+
+/// Splits CRLF-terminated lines out of an input buffer, discarding over-long ones.
+#[derive(Debug)]
+pub struct LineReader {
+    max: usize,
+    policy: BareNewline,
+    /// Inside an over-long line: drop bytes until its end, then report `TooLong`.
+    discarding: bool,
+}
+
+impl LineReader {
+    /// `max` counts the line without its CRLF.
+    pub fn new(max: usize, policy: BareNewline) -> Self {
+        LineReader {
+            max,
+            policy,
+            discarding: false,
+        }
+    }
+
+    /// Takes the next complete line out of `buf` (without its line ending).
+    /// `None` means more input is needed; what is incomplete stays in `buf`.
+    pub fn next_line(&mut self, buf: &mut Vec<u8>) -> Option<Result<Vec<u8>, LineError>> {
+        loop {
+            let Some(lf) = buf.iter().position(|&b| b == b'\n') else {
+                // No line end yet. Keep at most max+1 bytes (a trailing CR may be half a CRLF).
+                if buf.len() > self.max + 1 {
+                    let keep_cr = buf.last() == Some(&b'\r');
+                    buf.clear();
+                    if keep_cr {
+                        buf.push(b'\r');
+                    }
+                    self.discarding = true;
+                }
+                return None;
+            };
+            let mut line: Vec<u8> = buf.drain(..=lf).collect();
+            line.pop(); // the LF
+            let crlf = line.last() == Some(&b'\r');
+            if crlf {
+                line.pop();
+            }
+            if self.discarding {
+                self.discarding = false;
+                return Some(Err(LineError::TooLong));
+            }
+            if line.len() > self.max {
+                return Some(Err(LineError::TooLong));
+            }
+            if line.contains(&0) {
+                return Some(Err(LineError::Nul));
+            }
+            let bare = !crlf || line.contains(&b'\r');
+            if bare {
+                match self.policy {
+                    BareNewline::Reject => return Some(Err(LineError::BareNewline)),
+                    BareNewline::Normalize => {
+                        // A bare CR splits a command line in two; keep the first part and push
+                        // the rest back, as a CRLF-speaking client would have sent it.
+                        if let Some(cr) = line.iter().position(|&b| b == b'\r') {
+                            let mut rest = line.split_off(cr);
+                            rest.remove(0);
+                            rest.extend_from_slice(b"\r\n");
+                            rest.extend_from_slice(buf);
+                            *buf = rest;
+                        }
+                        if line.is_empty() {
+                            continue;
+                        }
+                        return Some(Ok(line));
+                    }
+                }
+            }
+            return Some(Ok(line));
+        }
+    }
+}
+
+/// Why a message body was refused. Reported only after the whole DATA has been read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataError {
+    /// More than the size limit (RFC 1870).
+    TooBig,
+    /// A text line over 1000 octets with its CRLF (RFC 5321 §4.5.3.1.6).
+    LineTooLong,
+    /// A bare CR or LF, under [`BareNewline::Reject`].
+    BareNewline,
+    /// A NUL byte.
+    Nul,
+    /// The header section is larger than its cap.
+    HeaderTooBig,
+}
+
+/// Largest text line, without CRLF (RFC 5321: 1000 octets including CRLF).
+pub const MAX_TEXT_LINE: usize = 998;
+
+/// The DATA phase reader: un-stuffs dots, enforces CRLF framing and limits, and stops exactly
+/// after `CRLF.CRLF` so that commands pipelined behind it stay in the input buffer.
+#[derive(Debug)]
+pub struct DataReader {
+    policy: BareNewline,
+    max_size: usize,
+    max_header: usize,
+    out: Vec<u8>,
+    /// Bytes of the current, unfinished line (raw, before un-stuffing). Capped.
+    line: Vec<u8>,
+    /// The current line exceeded the cap and is being skipped.
+    overlong: bool,
+    /// The last byte of a discarded over-long line (to see if it ended in CR).
+    overlong_last: u8,
+    /// Whether the previous line ended with a real CRLF: only then can "." end DATA.
+    at_crlf_start: bool,
+    in_header: bool,
+    header_len: usize,
+    size: usize,
+    error: Option<DataError>,
+}
+
+impl DataReader {
+    pub fn new(policy: BareNewline, max_size: usize, max_header: usize) -> Self {
+        DataReader {
+            policy,
+            max_size,
+            max_header,
+            out: Vec::with_capacity(8 * 1024),
+            line: Vec::with_capacity(MAX_TEXT_LINE + 2),
+            overlong: false,
+            overlong_last: 0,
+            // DATA's 354 counts as a line start: an immediate ".\r\n" is an empty message.
+            at_crlf_start: true,
+            in_header: true,
+            header_len: 0,
+            size: 0,
+            error: None,
+        }
+    }
+
+    /// Consumes bytes from `input`. Returns how many were used and whether `CRLF.CRLF` was
+    /// seen (in which case nothing after it was used).
+    pub fn feed(&mut self, input: &[u8]) -> (usize, bool) {
+        let mut used = 0;
+        while used < input.len() {
+            let rest = &input[used..];
+            match rest.iter().position(|&b| b == b'\n') {
+                None => {
+                    self.push_partial(rest);
+                    used = input.len();
+                }
+                Some(lf) => {
+                    self.push_partial(&rest[..lf]);
+                    used += lf + 1;
+                    if self.end_line() {
+                        return (used, true);
+                    }
+                }
+            }
+        }
+        (used, false)
+    }
+
+    /// The message (CRLF-clean, un-stuffed) or why it was refused. Call after `feed` said done.
+    pub fn finish(self) -> Result<Vec<u8>, DataError> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(self.out),
+        }
+    }
+
+    /// Bytes of message content received so far (for logs of refused messages).
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    fn push_partial(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        if self.overlong {
+            self.overlong_last = bytes[bytes.len() - 1];
+            return;
+        }
+        // Room for the longest legal line, its CR, and bare CRs a normalizing reader splits on.
+        let cap = MAX_TEXT_LINE + 2;
+        if self.line.len() + bytes.len() > cap && self.policy == BareNewline::Reject
+            || self.line.len() + bytes.len() > 64 * cap
+        {
+            self.overlong = true;
+            self.overlong_last = bytes[bytes.len() - 1];
+            self.line.clear();
+            self.fail(DataError::LineTooLong);
+            return;
+        }
+        self.line.extend_from_slice(bytes);
+    }
+
+    /// A LF arrived: the current line is complete. Returns true at the end of DATA.
+    fn end_line(&mut self) -> bool {
+        let crlf = if self.overlong {
+            self.overlong_last == b'\r'
+        } else {
+            self.line.last() == Some(&b'\r')
+        };
+        if self.overlong {
+            self.overlong = false;
+            self.at_crlf_start = crlf;
+            return false;
+        }
+        let mut line = std::mem::take(&mut self.line);
+        if crlf {
+            line.pop();
+        }
+        if crlf && self.at_crlf_start && line == b"." {
+            return true;
+        }
+        let started_clean = self.at_crlf_start;
+        self.at_crlf_start = crlf;
+        if line.contains(&0) {
+            self.fail(DataError::Nul);
+        }
+        let has_bare_cr = line.contains(&b'\r');
+        if !crlf || has_bare_cr {
+            match self.policy {
+                BareNewline::Reject => {
+                    self.fail(DataError::BareNewline);
+                    self.line = line;
+                    self.line.clear();
+                    return false;
+                }
+                BareNewline::Normalize => {
+                    // Every bare CR and the bare LF become CRLF. Each piece is its own line.
+                    let pieces: Vec<Vec<u8>> =
+                        line.split(|&b| b == b'\r').map(<[u8]>::to_vec).collect();
+                    for (i, piece) in pieces.into_iter().enumerate() {
+                        // Only the first piece can carry a stuffed dot from a clean line start;
+                        // the others began after a bare CR, which is not a line start on the
+                        // client's side, so they are kept as written.
+                        self.emit_line(piece, i == 0 && started_clean);
+                    }
+                    self.line = line_buffer_reuse();
+                    return false;
+                }
+            }
+        }
+        self.emit_line(line, true);
+        false
+    }
+
+    fn emit_line(&mut self, mut line: Vec<u8>, unstuff: bool) {
+        if unstuff && line.first() == Some(&b'.') {
+            line.remove(0);
+        }
+        if line.len() > MAX_TEXT_LINE {
+            self.fail(DataError::LineTooLong);
+        }
+        if self.in_header {
+            if line.is_empty() {
+                self.in_header = false;
+            } else {
+                self.header_len += line.len() + 2;
+                if self.header_len > self.max_header {
+                    self.fail(DataError::HeaderTooBig);
+                }
+            }
+        }
+        self.size += line.len() + 2;
+        if self.size > self.max_size {
+            self.fail(DataError::TooBig);
+        }
+        if self.error.is_none() {
+            self.out.extend_from_slice(&line);
+            self.out.extend_from_slice(b"\r\n");
+        }
+    }
+
+    fn fail(&mut self, error: DataError) {
+        // The first problem is the one reported; stop collecting content after it.
+        if self.error.is_none() {
+            self.error = Some(error);
+            self.out = Vec::new();
+        }
+    }
+}
+
+fn line_buffer_reuse() -> Vec<u8> {
+    Vec::with_capacity(MAX_TEXT_LINE + 2)
+}
+
+/// Frames a CRLF-clean message for DATA: every line starting with "." gets another ".",
+/// a missing final CRLF is added, and the terminating `.CRLF` is appended.
+pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + message.len() / 64 + 8);
+    let mut at_line_start = true;
+    for &b in message {
+        if at_line_start && b == b'.' {
+            out.push(b'.');
+        }
+        out.push(b);
+        at_line_start = b == b'\n';
+    }
+    if !message.is_empty() && !message.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_all(policy: BareNewline, input: &[u8]) -> (Result<Vec<u8>, DataError>, usize, bool) {
+        let mut r = DataReader::new(policy, 1 << 20, 64 * 1024);
+        let (used, done) = r.feed(input);
+        (r.finish(), used, done)
+    }
+
+    #[test]
+    fn command_lines_need_crlf() {
+        let mut r = LineReader::new(512, BareNewline::Reject);
+        let mut buf = b"EHLO a\r\nNOOP\nQUIT\r\n".to_vec();
+        assert_eq!(r.next_line(&mut buf), Some(Ok(b"EHLO a".to_vec())));
+        assert_eq!(r.next_line(&mut buf), Some(Err(LineError::BareNewline)));
+        assert_eq!(r.next_line(&mut buf), Some(Ok(b"QUIT".to_vec())));
+        assert_eq!(r.next_line(&mut buf), None);
+    }
+
+    #[test]
+    fn command_line_normalize_mode() {
+        let mut r = LineReader::new(512, BareNewline::Normalize);
+        let mut buf = b"NOOP\nRSET\rQUIT\r\n".to_vec();
+        assert_eq!(r.next_line(&mut buf), Some(Ok(b"NOOP".to_vec())));
+        assert_eq!(r.next_line(&mut buf), Some(Ok(b"RSET".to_vec())));
+        assert_eq!(r.next_line(&mut buf), Some(Ok(b"QUIT".to_vec())));
+    }
+
+    #[test]
+    fn overlong_command_is_discarded_in_pieces() {
+        let mut r = LineReader::new(10, BareNewline::Reject);
+        let mut buf = vec![b'A'; 100];
+        assert_eq!(r.next_line(&mut buf), None);
+        assert!(buf.len() <= 11);
+        buf.extend_from_slice(b"AAAA\r\nNOOP\r\n");
+        assert_eq!(r.next_line(&mut buf), Some(Err(LineError::TooLong)));
+        assert_eq!(r.next_line(&mut buf), Some(Ok(b"NOOP".to_vec())));
+    }
+
+    #[test]
+    fn data_unstuffs_and_stops_at_terminator() {
+        let input = b"Subject: x\r\n\r\n..hidden\r\n.\r\nQUIT\r\n";
+        let (msg, used, done) = read_all(BareNewline::Reject, input);
+        assert!(done);
+        assert_eq!(&input[used..], b"QUIT\r\n");
+        assert_eq!(msg.unwrap(), b"Subject: x\r\n\r\n.hidden\r\n".to_vec());
+    }
+
+    #[test]
+    fn data_split_across_feeds() {
+        let input = b"A: b\r\n\r\nbody\r\n.\r\n";
+        for split in 0..input.len() {
+            let mut r = DataReader::new(BareNewline::Reject, 1 << 20, 1 << 16);
+            let (u1, d1) = r.feed(&input[..split]);
+            assert_eq!(u1, split);
+            assert!(!d1);
+            let (u2, d2) = r.feed(&input[split..]);
+            assert!(d2, "split at {split}");
+            assert_eq!(u2, input.len() - split);
+            assert_eq!(r.finish().unwrap(), b"A: b\r\n\r\nbody\r\n".to_vec());
+        }
+    }
+
+    #[test]
+    fn smuggling_terminators_do_not_end_data() {
+        for fake in [
+            &b"\n.\n"[..],
+            b"\n.\r\n",
+            b"\r\n.\n",
+            b"\r.\r\n",
+            b"\r\n.\r",
+            b"\r\n\x00.\r\n",
+        ] {
+            let mut input = b"A: b\r\n\r\nx".to_vec();
+            input.extend_from_slice(fake);
+            input.extend_from_slice(b"MAIL FROM:<evil@x>\r\n");
+            let (_, _, done) = read_all(BareNewline::Reject, &input);
+            assert!(!done, "{fake:?} ended DATA");
+            let (_, _, done) = read_all(BareNewline::Normalize, &input);
+            assert!(!done, "{fake:?} ended DATA in normalize mode");
+            input.extend_from_slice(b"\r\n.\r\n");
+            let (msg, _, done) = read_all(BareNewline::Reject, &input);
+            assert!(done);
+            assert!(msg.is_err(), "{fake:?} accepted");
+        }
+    }
+
+    #[test]
+    fn normalize_mode_converts_bare_newlines() {
+        let (msg, _, done) = read_all(BareNewline::Normalize, b"A: b\n\nx\ry\r\n.\r\n");
+        assert!(done);
+        assert_eq!(msg.unwrap(), b"A: b\r\n\r\nx\r\ny\r\n".to_vec());
+    }
+
+    #[test]
+    fn size_and_line_limits() {
+        let mut r = DataReader::new(BareNewline::Reject, 10, 1 << 16);
+        let (_, done) = r.feed(b"A: bcdefghijkl\r\n.\r\n");
+        assert!(done);
+        assert_eq!(r.finish(), Err(DataError::TooBig));
+
+        let mut long = b"A: b\r\n\r\n".to_vec();
+        long.extend(std::iter::repeat_n(b'x', 5000));
+        long.extend_from_slice(b"\r\n.\r\n");
+        let (msg, _, done) = read_all(BareNewline::Reject, &long);
+        assert!(done);
+        assert_eq!(msg, Err(DataError::LineTooLong));
+
+        let mut r = DataReader::new(BareNewline::Reject, 1 << 20, 20);
+        r.feed(b"A: 1234567890\r\nB: 1234567890\r\n\r\n.\r\n");
+        assert_eq!(r.finish(), Err(DataError::HeaderTooBig));
+    }
+
+    #[test]
+    fn exactly_998_octets_is_fine() {
+        let mut msg = b"A: b\r\n\r\n".to_vec();
+        msg.extend(std::iter::repeat_n(b'x', 998));
+        msg.extend_from_slice(b"\r\n.\r\n");
+        assert!(read_all(BareNewline::Reject, &msg).0.is_ok());
+    }
+
+    #[test]
+    fn dot_stuffing_round_trips() {
+        let msg = b".a\r\nb\r\n..c\r\n.\r\n";
+        let framed = dot_stuff(msg);
+        assert_eq!(framed, b"..a\r\nb\r\n...c\r\n..\r\n.\r\n".to_vec());
+        let (back, _, done) = read_all(BareNewline::Reject, &framed);
+        assert!(done);
+        assert_eq!(back.unwrap(), msg.to_vec());
+        assert_eq!(dot_stuff(b"x"), b"x\r\n.\r\n".to_vec());
+        assert_eq!(dot_stuff(b""), b".\r\n".to_vec());
+    }
+}

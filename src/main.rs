@@ -1,1 +1,109 @@
-fn main() {}
+//! `dkim-relay`: parse the command line, set up logging, run one subcommand.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "dkim-relay",
+    version,
+    about = "Outbound DKIM-signing SMTP relay for Amazon SES"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the relay (SIGHUP reloads the configuration; SIGTERM/SIGINT stop gracefully).
+    Serve {
+        /// Configuration file.
+        #[arg(long, default_value = "config.toml")]
+        config: PathBuf,
+    },
+    /// Load and validate the configuration and keys as `serve` would; print the effective
+    /// configuration (secrets masked), or every problem. Exit 0 when valid, 1 otherwise.
+    Check {
+        #[arg(long, default_value = "config.toml")]
+        config: PathBuf,
+    },
+    /// Read an IAM secret access key on stdin and print the SES SMTP password for a region
+    /// (version 4 derivation).
+    SmtpPassword {
+        /// SES region, e.g. us-east-1.
+        #[arg(long)]
+        region: String,
+    },
+    /// Generate a DKIM key pair: writes the private key (mode 0600) and prints the DNS record.
+    Keygen {
+        #[arg(long)]
+        domain: String,
+        #[arg(long)]
+        selector: String,
+        #[arg(long, default_value = "rsa-sha256", value_parser = ["rsa-sha256", "ed25519-sha256"])]
+        algorithm: String,
+        /// RSA key size (2048, 3072 or 4096).
+        #[arg(long, default_value_t = 2048)]
+        bits: u32,
+        /// Folder that holds DOMAIN/SELECTOR.pem.
+        #[arg(long, default_value = "keys")]
+        keys_dir: PathBuf,
+    },
+    /// Print the DNS records the configured domains must publish.
+    Dns {
+        #[arg(long, default_value = "config.toml")]
+        config: PathBuf,
+        #[arg(long, default_value = "zone", value_parser = ["zone", "route53", "json"])]
+        format: String,
+    },
+    /// Run the SES SMTP simulator on its own (staging; any SMTP client can use it).
+    SesSim {
+        #[arg(long, default_value = "sim.toml")]
+        config: PathBuf,
+    },
+    /// Read the simulator's outbox: what was delivered, with the DKIM/SPF/DMARC verdict.
+    Outbox {
+        /// The outbox folder.
+        #[arg(long, default_value = "outbox", global = true)]
+        dir: PathBuf,
+        /// Machine-readable output.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        action: OutboxAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum OutboxAction {
+    /// One line per delivered message: id, from, to, subject, dkim/spf/dmarc.
+    List,
+    /// One message in full, with its verdict.
+    Show { id: String },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    dkim_relay::cli::init_logging();
+    match cli.command {
+        Command::Serve { config } => dkim_relay::cli::serve(&config),
+        Command::Check { config } => dkim_relay::cli::check(&config),
+        Command::SmtpPassword { region } => dkim_relay::cli::smtp_password(&region),
+        Command::Keygen {
+            domain,
+            selector,
+            algorithm,
+            bits,
+            keys_dir,
+        } => dkim_relay::cli::keygen(&domain, &selector, &algorithm, bits, &keys_dir),
+        Command::Dns { config, format } => dkim_relay::cli::dns(&config, &format),
+        Command::SesSim { config } => dkim_relay::cli::ses_sim(&config),
+        Command::Outbox { dir, json, action } => match action {
+            OutboxAction::List => dkim_relay::cli::outbox_list(&dir, json),
+            OutboxAction::Show { id } => dkim_relay::cli::outbox_show(&dir, &id, json),
+        },
+    }
+}

@@ -1,0 +1,115 @@
+//! `dkim-relay serve`: load, start (with the embedded simulator when configured), serve until
+//! SIGTERM/SIGINT; SIGHUP reloads.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use crate::config::reload::Live;
+use crate::config::{self, Endpoint, UpstreamTarget};
+use crate::relay::Relay;
+
+pub fn serve(path: &Path) -> ExitCode {
+    let snapshot = match config::load(path) {
+        Ok(s) => s,
+        Err(diags) => {
+            super::print_diagnostics(&diags);
+            eprintln!("{}: configuration refused; nothing started", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    for w in &snapshot.warnings {
+        tracing::warn!("{w}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(path, snapshot))
+}
+
+async fn run(path: &Path, snapshot: config::Snapshot) -> ExitCode {
+    let embedded: Option<Endpoint> = match &snapshot.upstream.target {
+        UpstreamTarget::Remote(_) => None,
+        UpstreamTarget::Simulator(settings) => match start_simulator(settings, &snapshot).await {
+            Ok(e) => Some(e),
+            Err(e) => {
+                eprintln!("error: cannot start the embedded SES simulator: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let listeners = match crate::server::bind(&snapshot.server.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for a in &snapshot.server.listen {
+        tracing::info!(address = %a, domains = snapshot.domains.len(), "dkim-relay listening");
+    }
+    let live = Live::new(path, snapshot);
+    let relay = Relay::new(embedded);
+    spawn_reload_on_sighup(live.clone());
+    let stopped = crate::server::run(listeners, live, Arc::clone(&relay), shutdown_signal()).await;
+    if stopped.aborted > 0 {
+        tracing::warn!(aborted = stopped.aborted, "stopped with connections cut");
+    }
+    tracing::info!("dkim-relay stopped");
+    ExitCode::SUCCESS
+}
+
+async fn start_simulator(
+    _settings: &crate::sim::config::SimSettings,
+    _snapshot: &config::Snapshot,
+) -> Result<Endpoint, String> {
+    Err("not yet available".into())
+}
+
+fn spawn_reload_on_sighup(live: Live) {
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("cannot listen for SIGHUP; reload unavailable");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match live.reload() {
+                Ok(s) => {
+                    for w in &s.warnings {
+                        tracing::warn!("{w}");
+                    }
+                    tracing::info!(domains = s.domains.len(), "configuration reloaded");
+                }
+                Err(diags) => {
+                    for d in &diags {
+                        tracing::error!("reload refused: {d}");
+                    }
+                    tracing::error!("reload refused; the running configuration stays in force");
+                }
+            }
+        }
+    });
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+    }
+}

@@ -1,0 +1,186 @@
+//! A pool of authenticated upstream connections, bounded in size, reused across messages.
+
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+use super::client::{Connection, UpstreamError};
+use crate::config::{Endpoint, Upstream};
+use crate::smtp::reply::Reply;
+
+/// The result of relaying one message upstream.
+#[derive(Debug)]
+pub enum Delivery {
+    /// The upstream answered; this is its reply (success or refusal), to pass on verbatim.
+    Answered { reply: Reply, after_data: bool },
+    /// We could not get an answer. The client gets a 4xx; the cause goes to the log.
+    Failed(UpstreamError),
+}
+
+pub struct Pool {
+    pub endpoint: Endpoint,
+    settings: Upstream,
+    tls: Arc<rustls::ClientConfig>,
+    helo_name: String,
+    idle: Mutex<Vec<Connection>>,
+    slots: Semaphore,
+}
+
+impl Pool {
+    pub fn new(
+        endpoint: Endpoint,
+        settings: Upstream,
+        helo_name: String,
+    ) -> Result<Arc<Pool>, String> {
+        let tls = super::tls_client_config(endpoint.extra_ca_pem.as_deref())?;
+        let pool = Arc::new(Pool {
+            slots: Semaphore::new(settings.pool_size),
+            endpoint,
+            settings,
+            tls,
+            helo_name,
+            idle: Mutex::new(Vec::new()),
+        });
+        // Close idle connections before SES does (it drops them after ~10 s and sends an
+        // unsolicited 451 that a naive client would read as its next reply).
+        let weak = Arc::downgrade(&pool);
+        tokio::spawn(reaper(weak));
+        Ok(pool)
+    }
+
+    /// Whether this pool serves the given upstream settings (so a reload can keep it).
+    pub fn serves(&self, endpoint: &Endpoint, settings: &Upstream) -> bool {
+        self.endpoint == *endpoint
+            && self.settings.pool_size == settings.pool_size
+            && self.settings.max_messages_per_connection == settings.max_messages_per_connection
+            && self.settings.max_connection_age == settings.max_connection_age
+            && self.settings.idle_close == settings.idle_close
+            && self.settings.connect_timeout == settings.connect_timeout
+            && self.settings.tls_timeout == settings.tls_timeout
+            && self.settings.command_timeout == settings.command_timeout
+            && self.settings.data_timeout == settings.data_timeout
+    }
+
+    fn usable(&self, c: &Connection) -> bool {
+        c.last_used.elapsed() < self.settings.idle_close
+            && c.created.elapsed() < self.settings.max_connection_age
+            && c.messages < self.settings.max_messages_per_connection
+    }
+
+    fn take_idle(&self) -> Option<Connection> {
+        let mut idle = match self.idle.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        while let Some(c) = idle.pop() {
+            if self.usable(&c) {
+                return Some(c);
+            }
+            tokio::spawn(c.quit());
+        }
+        None
+    }
+
+    fn put_back(&self, c: Connection) {
+        if self.usable(&c) {
+            match self.idle.lock() {
+                Ok(mut g) => g.push(c),
+                Err(p) => p.into_inner().push(c),
+            }
+        } else {
+            tokio::spawn(c.quit());
+        }
+    }
+
+    async fn open(&self) -> Result<Connection, UpstreamError> {
+        Connection::open(
+            &self.endpoint,
+            &self.settings,
+            Arc::clone(&self.tls),
+            &self.helo_name,
+        )
+        .await
+    }
+
+    /// Relays one message: at most `pool_size` at once; one retry on a fresh connection when
+    /// a pooled one proves dead before anything was accepted.
+    pub async fn deliver(&self, from: &str, rcpts: &[String], data: &[u8]) -> Delivery {
+        let _slot = match self.slots.acquire().await {
+            Ok(s) => s,
+            Err(_) => return Delivery::Failed(UpstreamError::Closed),
+        };
+        let mut pooled = self.take_idle();
+        if let Some(c) = pooled.as_mut()
+            && c.rset().await.is_err()
+        {
+            pooled = None;
+        }
+        let reused = pooled.is_some();
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => match self.open().await {
+                Ok(c) => c,
+                Err(e) => return Delivery::Failed(e),
+            },
+        };
+        let mut attempt = conn.send(from, rcpts, data).await;
+        if reused
+            && let Err(f) = &attempt
+            && !f.after_data
+        {
+            tracing::debug!(error = %f.error, "pooled upstream connection was dead; retrying on a fresh one");
+            conn = match self.open().await {
+                Ok(c) => c,
+                Err(e) => return Delivery::Failed(e),
+            };
+            attempt = conn.send(from, rcpts, data).await;
+        }
+        match attempt {
+            Ok(outcome) => {
+                // A 421 means the server is closing this connection.
+                if outcome.reply.code == 421 {
+                    tokio::spawn(conn.quit());
+                } else {
+                    self.put_back(conn);
+                }
+                Delivery::Answered {
+                    reply: outcome.reply,
+                    after_data: outcome.after_data,
+                }
+            }
+            Err(f) => Delivery::Failed(f.error),
+        }
+    }
+
+    /// Closes every idle connection (shutdown).
+    pub async fn close_idle(&self) {
+        let conns: Vec<Connection> = match self.idle.lock() {
+            Ok(mut g) => g.drain(..).collect(),
+            Err(p) => p.into_inner().drain(..).collect(),
+        };
+        for c in conns {
+            c.quit().await;
+        }
+    }
+}
+
+async fn reaper(pool: Weak<Pool>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let Some(pool) = pool.upgrade() else { return };
+        let stale: Vec<Connection> = {
+            let mut idle = match pool.idle.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            let (keep, stale): (Vec<_>, Vec<_>) = idle.drain(..).partition(|c| pool.usable(c));
+            *idle = keep;
+            stale
+        };
+        drop(pool);
+        for c in stale {
+            c.quit().await;
+        }
+    }
+}

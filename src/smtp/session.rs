@@ -335,7 +335,7 @@ mod tests {
                 hostname: "relay.test".into(),
                 max_message_size: 1000,
                 max_recipients: 2,
-                max_errors: 5,
+                max_errors: 8,
             },
             true,
         )
@@ -426,7 +426,7 @@ mod tests {
     fn too_many_errors_closes() {
         let mut s = session();
         let mut last = None;
-        for _ in 0..5 {
+        for _ in 0..8 {
             last = Some(cmd(&mut s, "BOGUS"));
         }
         assert!(matches!(last, Some(Action::Close(r)) if r.code == 421));

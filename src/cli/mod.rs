@@ -83,20 +83,119 @@ pub fn smtp_password(region: &str) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-pub fn keygen(
-    _domain: &str,
-    _selector: &str,
-    _algorithm: &str,
-    _bits: u32,
-    _dir: &Path,
-) -> ExitCode {
-    eprintln!("keygen: not yet available");
-    ExitCode::FAILURE
+/// `dkim-relay keygen`: writes `KEYS_DIR/DOMAIN/SELECTOR.pem` (0600, never overwritten) and
+/// prints the DNS record and the config lines to add.
+pub fn keygen(domain: &str, selector: &str, algorithm: &str, bits: u32, dir: &Path) -> ExitCode {
+    use crate::dkim::{Algorithm, keygen};
+    let Some(domain) = crate::message::address::to_ascii_domain(domain) else {
+        eprintln!("error: --domain: `{domain}` is not a domain name");
+        return ExitCode::from(2);
+    };
+    let selector_ok = !selector.is_empty()
+        && selector.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if !selector_ok {
+        eprintln!("error: --selector: `{selector}` is not a valid selector (letters, digits, -)");
+        return ExitCode::from(2);
+    }
+    let algorithm = if algorithm == "ed25519-sha256" {
+        Algorithm::Ed25519Sha256
+    } else {
+        Algorithm::RsaSha256
+    };
+    let key = match keygen::generate(algorithm, bits) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let path = dir.join(&domain).join(format!("{selector}.pem"));
+    if let Err(e) = keygen::write_private_key(&path, &key.pkcs8_pem) {
+        eprintln!("error: {}: {e}", path.display());
+        return ExitCode::FAILURE;
+    }
+    let value = keygen::dkim_txt_value(algorithm, &key.public_key);
+    let record = crate::dns::Record {
+        name: format!("{selector}._domainkey.{domain}"),
+        data: crate::dns::RecordData::Txt(value),
+        comment: Some(format!("{algorithm} key {selector} for {domain}")),
+    };
+    eprintln!("wrote {} (mode 0600)", path.display());
+    println!(
+        "; Publish this record, then check it with `dkim-relay doctor` before signing with it:"
+    );
+    print!("{}", crate::dns::format_zone(std::slice::from_ref(&record)));
+    println!();
+    println!("# Add to the configuration (and to sign = [...] once the record is live):");
+    println!("[domains.\"{domain}\".selectors.{selector}]");
+    println!("algorithm = \"{algorithm}\"");
+    println!("key_file = \"{}\"", path.display());
+    ExitCode::SUCCESS
 }
 
-pub fn dns(_config: &Path, _format: &str) -> ExitCode {
-    eprintln!("dns: not yet available");
-    ExitCode::FAILURE
+/// `dkim-relay dns`: every record the configured domains must publish.
+pub fn dns(path: &Path, format: &str) -> ExitCode {
+    let snapshot = match config::load(path) {
+        Ok(s) => s,
+        Err(diags) => {
+            print_diagnostics(&diags);
+            return ExitCode::FAILURE;
+        }
+    };
+    let records = records_for(&snapshot);
+    let text = match format {
+        "route53" => crate::dns::format_route53(&records),
+        "json" => crate::dns::format_json(&records),
+        _ => crate::dns::format_zone(&records),
+    };
+    print!("{text}");
+    if !text.ends_with('\n') {
+        println!();
+    }
+    ExitCode::SUCCESS
+}
+
+/// The SES region the configuration sends through (for the feedback MX).
+pub fn region_of(snapshot: &config::Snapshot) -> String {
+    match &snapshot.upstream.target {
+        config::UpstreamTarget::Simulator(sim) => sim.region.clone(),
+        config::UpstreamTarget::Remote(e) => {
+            crate::dns::region_from_host(&e.host).unwrap_or_else(|| "us-east-1".to_string())
+        }
+    }
+}
+
+/// The records of every configured domain: DKIM (active and published selectors), the MAIL
+/// FROM domain's MX and SPF, and DMARC.
+pub fn records_for(snapshot: &config::Snapshot) -> Vec<crate::dns::Record> {
+    let region = region_of(snapshot);
+    let mut out = Vec::new();
+    for d in snapshot.domains.values() {
+        let selectors = d
+            .selectors
+            .values()
+            .map(|k| crate::dns::SelectorInfo {
+                selector: k.selector.clone(),
+                algorithm: k.algorithm,
+                public_key: k.public_key.clone(),
+                active: d.active.iter().any(|a| a.selector == k.selector),
+            })
+            .collect();
+        out.extend(crate::dns::domain_records(
+            &crate::dns::DomainRecordsInput {
+                domain: d.name.clone(),
+                mail_from: d.mail_from.clone(),
+                region: region.clone(),
+                selectors,
+                dmarc: d.dmarc.clone(),
+            },
+        ));
+    }
+    out
 }
 
 pub fn ses_sim(_config: &Path) -> ExitCode {

@@ -418,7 +418,7 @@ pub fn load_str(path: &Path, text: &str) -> LoadResult {
         Ok(r) => r,
         Err(e) => {
             let line = e.span().map(|s| line_of(text, s.start));
-            let key = String::new();
+            let key = line.map(|l| key_at_line(text, l)).unwrap_or_default();
             return Err(vec![Diagnostic {
                 severity: Severity::Error,
                 file: path.to_path_buf(),
@@ -429,6 +429,28 @@ pub fn load_str(path: &Path, text: &str) -> LoadResult {
         }
     };
     validate::resolve(path, text, raw)
+}
+
+/// The dotted key written on a line (table header above it + the key before `=`), for
+/// messages about unknown keys and bad values.
+fn key_at_line(text: &str, line: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let Some(here) = lines.get(line.saturating_sub(1)) else {
+        return String::new();
+    };
+    let key = here.split('=').next().unwrap_or("").trim();
+    let table = lines[..line.saturating_sub(1)]
+        .iter()
+        .rev()
+        .map(|l| l.trim())
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    match (table, key.is_empty() || key.starts_with('[')) {
+        (Some(t), false) => format!("{t}.{key}"),
+        (None, false) => key.to_string(),
+        (Some(t), true) => t,
+        (None, true) => String::new(),
+    }
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -446,3 +468,6 @@ pub(crate) fn secs(n: u64) -> Duration {
 pub fn widely_verified(algorithm: Algorithm) -> bool {
     algorithm == Algorithm::RsaSha256
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,287 @@
+//! Each validation rule the configuration promises, checked through `load_str`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use super::*;
+use crate::dkim::keygen;
+
+struct Keys {
+    dir: tempfile::TempDir,
+}
+
+impl Keys {
+    fn new() -> Keys {
+        Keys {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn write(&self, name: &str, algorithm: Algorithm) -> PathBuf {
+        let k = keygen::generate(algorithm, 2048).unwrap();
+        let p = self.dir.path().join(name);
+        keygen::write_private_key(&p, &k.pkcs8_pem).unwrap();
+        p
+    }
+    fn openssl_rsa(&self, name: &str, bits: u32) -> Option<PathBuf> {
+        let p = self.dir.path().join(name);
+        let ok = std::process::Command::new("openssl")
+            .args(["genpkey", "-algorithm", "RSA", "-pkeyopt"])
+            .arg(format!("rsa_keygen_bits:{bits}"))
+            .arg("-out")
+            .arg(&p)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        ok.then(|| {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+            p
+        })
+    }
+}
+
+fn config(body: &str) -> String {
+    format!("[upstream]\nsimulator = true\n{body}")
+}
+
+fn domain(key: &Path, extra: &str) -> String {
+    format!(
+        "[domains.\"example.org\"]\nmail_from = \"mail.example.org\"\nsign = [\"s1\"]\n{extra}\n\
+         [domains.\"example.org\".selectors.s1]\nalgorithm = \"rsa-sha256\"\nkey_file = \"{}\"\n",
+        key.display()
+    )
+}
+
+fn errors(text: &str) -> Vec<Diagnostic> {
+    match load_str(Path::new("test.toml"), text) {
+        Ok(s) => panic!(
+            "expected errors, got a snapshot with warnings {:?}",
+            s.warnings
+        ),
+        Err(d) => d,
+    }
+}
+
+fn warnings(text: &str) -> Vec<Diagnostic> {
+    match load_str(Path::new("test.toml"), text) {
+        Ok(s) => s.warnings,
+        Err(d) => panic!("expected a valid config, got {d:?}"),
+    }
+}
+
+fn has(diags: &[Diagnostic], key: &str, needle: &str) -> bool {
+    diags
+        .iter()
+        .any(|d| d.key == key && d.message.contains(needle))
+}
+
+#[test]
+fn valid_config_resolves() {
+    let keys = Keys::new();
+    let k = keys.write("s1.pem", Algorithm::RsaSha256);
+    let snap = load_str(Path::new("t.toml"), &config(&domain(&k, ""))).unwrap();
+    assert!(snap.warnings.is_empty(), "{:?}", snap.warnings);
+    let d = snap.domain_for("EXAMPLE.org").unwrap();
+    assert_eq!(d.mail_from, "mail.example.org");
+    assert_eq!(d.active.len(), 1);
+    assert!(snap.domain_for("sub.example.org").is_none());
+    assert!(snap.server.listen[0].ip().is_loopback());
+}
+
+#[test]
+fn unknown_keys_name_file_line_and_key() {
+    let d = errors("[server]\nlisten = \"127.0.0.1:2525\"\nmax_recipientz = 3\n");
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].line, Some(3));
+    assert_eq!(d[0].key, "server.max_recipientz");
+    assert!(
+        d[0].to_string()
+            .starts_with("error: test.toml:3: server.max_recipientz:")
+    );
+}
+
+#[test]
+fn mail_from_must_be_the_domain_or_below() {
+    let keys = Keys::new();
+    let k = keys.write("s1.pem", Algorithm::RsaSha256);
+    let text = config(&domain(&k, "")).replace("mail.example.org", "mail.example.com");
+    let d = errors(&text);
+    assert!(
+        has(
+            &d,
+            "domains.\"example.org\".mail_from",
+            "neither example.org"
+        ),
+        "{d:?}"
+    );
+    assert_eq!(d[0].line, Some(4));
+}
+
+#[test]
+fn active_selector_needs_a_key() {
+    let keys = Keys::new();
+    let k = keys.write("s1.pem", Algorithm::RsaSha256);
+    let text = config(&domain(&k, "")).replace("sign = [\"s1\"]", "sign = [\"s9\"]");
+    assert!(has(&errors(&text), "domains.\"example.org\".sign", "s9"));
+}
+
+#[test]
+fn unreadable_and_malformed_keys_are_errors() {
+    let keys = Keys::new();
+    let missing = keys.dir.path().join("missing.pem");
+    let d = errors(&config(&domain(&missing, "")));
+    assert!(has(
+        &d,
+        "domains.\"example.org\".selectors.s1.key_file",
+        "cannot read"
+    ));
+    let junk = keys.dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a key").unwrap();
+    let d = errors(&config(&domain(&junk, "")));
+    assert!(has(
+        &d,
+        "domains.\"example.org\".selectors.s1.key_file",
+        "not a rsa-sha256 private key"
+    ));
+    // An Ed25519 key configured as RSA is malformed for that algorithm.
+    let ed = keys.write("ed.pem", Algorithm::Ed25519Sha256);
+    assert!(!errors(&config(&domain(&ed, ""))).is_empty());
+}
+
+#[test]
+fn small_rsa_keys() {
+    let keys = Keys::new();
+    // aws-lc (the signing backend) signs only with RSA keys of 2048 bits or more, so a
+    // 1024-bit key is refused with a message that says to generate a 2048-bit one.
+    if let Some(k) = keys.openssl_rsa("k1024.pem", 1024) {
+        assert!(has(
+            &errors(&config(&domain(&k, ""))),
+            "domains.\"example.org\".selectors.s1.key_file",
+            "2048-bit"
+        ));
+    }
+    if let Some(k) = keys.openssl_rsa("k512.pem", 512) {
+        assert!(has(
+            &errors(&config(&domain(&k, ""))),
+            "domains.\"example.org\".selectors.s1.key_file",
+            "refused"
+        ));
+    }
+}
+
+#[test]
+fn group_readable_key_warns() {
+    let keys = Keys::new();
+    let k = keys.write("s1.pem", Algorithm::RsaSha256);
+    std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(has(
+        &warnings(&config(&domain(&k, ""))),
+        "domains.\"example.org\".selectors.s1.key_file",
+        "chmod 600"
+    ));
+}
+
+#[test]
+fn inline_password_warns() {
+    let keys = Keys::new();
+    let k = keys.write("s1.pem", Algorithm::RsaSha256);
+    let text = format!(
+        "[upstream]\nhost = \"email-smtp.us-east-1.amazonaws.com\"\nusername = \"AKIAEXAMPLE\"\npassword = \"sekrit\"\n{}",
+        domain(&k, "")
+    );
+    let w = warnings(&text);
+    assert!(has(
+        &w,
+        "upstream.password",
+        "written in the configuration file"
+    ));
+    // The secret never appears in the effective configuration.
+    let snap = load_str(Path::new("t.toml"), &text).unwrap();
+    assert!(!snap.describe().contains("sekrit"));
+    assert!(!format!("{snap:?}").contains("sekrit"));
+}
+
+#[test]
+fn ses_profile_allows_one_active_selector() {
+    let keys = Keys::new();
+    let k1 = keys.write("s1.pem", Algorithm::RsaSha256);
+    let k2 = keys.write("s2.pem", Algorithm::Ed25519Sha256);
+    let body = format!(
+        "{}[domains.\"example.org\".selectors.s2]\nalgorithm = \"ed25519-sha256\"\nkey_file = \"{}\"\n",
+        domain(&k1, ""),
+        k2.display()
+    )
+    .replace("sign = [\"s1\"]", "sign = [\"s1\", \"s2\"]");
+    assert!(has(
+        &errors(&config(&body)),
+        "domains.\"example.org\".sign",
+        "exactly one selector"
+    ));
+    // The generic profile may dual-sign.
+    let generic = config(&body).replace(
+        "simulator = true",
+        "simulator = true\nprofile = \"generic\"",
+    );
+    assert!(load_str(Path::new("t.toml"), &generic).is_ok());
+}
+
+#[test]
+fn ed25519_only_under_ses_warns() {
+    let keys = Keys::new();
+    let k = keys.write("e.pem", Algorithm::Ed25519Sha256);
+    let text = config(&domain(&k, "")).replace("\"rsa-sha256\"", "\"ed25519-sha256\"");
+    assert!(has(
+        &warnings(&text),
+        "domains.\"example.org\".sign",
+        "Ed25519-only"
+    ));
+}
+
+#[test]
+fn ses_rewritten_headers_cannot_be_signed() {
+    let keys = Keys::new();
+    let k = keys.write("s1.pem", Algorithm::RsaSha256);
+    let text = config(&domain(&k, "headers = [\"From\", \"Message-ID\"]"));
+    assert!(has(
+        &errors(&text),
+        "domains.\"example.org\".headers",
+        "Message-ID"
+    ));
+}
+
+#[test]
+fn subdomains_switch() {
+    let keys = Keys::new();
+    let k = keys.write("s1.pem", Algorithm::RsaSha256);
+    let snap = load_str(
+        Path::new("t.toml"),
+        &config(&domain(&k, "subdomains = true")),
+    )
+    .unwrap();
+    assert_eq!(
+        snap.domain_for("news.Example.org").unwrap().name,
+        "example.org"
+    );
+    assert!(snap.domain_for("example.org.evil.test").is_none());
+}
+
+#[test]
+fn missing_file_says_how_to_start() {
+    let d = load(Path::new("/nonexistent/config.toml")).unwrap_err();
+    assert!(d[0].message.contains("config.toml.example"));
+    assert!(d[0].to_string().contains("/nonexistent/config.toml"));
+}
+
+#[test]
+fn open_relay_is_refused() {
+    let keys = Keys::new();
+    let k = keys.write("s1.pem", Algorithm::RsaSha256);
+    let text = format!(
+        "[server]\nlisten = \"0.0.0.0:2525\"\nallow_networks = [\"0.0.0.0/0\"]\n{}",
+        config(&domain(&k, ""))
+    );
+    assert!(has(
+        &errors(&text),
+        "server.allow_networks",
+        "open signing relay"
+    ));
+}

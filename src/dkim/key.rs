@@ -116,6 +116,16 @@ impl SelectorKey {
         };
         let der =
             PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| malformed(e.to_string()))?;
+        // Size first: a key under 1024 bits gets the RFC 8301 refusal, whatever else is wrong.
+        if algorithm == Algorithm::RsaSha256
+            && let Ok(bits) = super::keygen::rsa_modulus_bits(&pem)
+            && bits < 1024
+        {
+            return Err(KeyLoadError::TooSmall {
+                path: path.to_path_buf(),
+                bits,
+            });
+        }
         let public_key = super::keygen::public_key_from_pem(algorithm, &pem)
             .map_err(|e| malformed(e.to_string()))?;
         let (pair, bits) = match algorithm {

@@ -1,0 +1,109 @@
+//! Property tests over everything that reads client bytes: command lines, the DATA reader,
+//! the header section and From parser, replies, and the config loader. No input may panic, and
+//! nothing may grow without bound.
+
+use std::path::Path;
+
+use dkim_relay::message::{address, headers::Message};
+use dkim_relay::smtp::codec::{BareNewline, DataReader, LineReader, dot_stuff};
+use dkim_relay::smtp::{command, reply::ReplyParser};
+use proptest::prelude::*;
+
+fn smtpish() -> impl Strategy<Value = Vec<u8>> {
+    // Bytes biased towards what matters to framing: CR, LF, dots, NUL, colons, spaces.
+    prop::collection::vec(
+        prop_oneof![
+            4 => any::<u8>(),
+            2 => Just(b'\r'),
+            2 => Just(b'\n'),
+            2 => Just(b'.'),
+            1 => Just(0u8),
+            1 => Just(b':'),
+            1 => Just(b' '),
+        ],
+        0..2048,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn command_parser_never_panics(line in smtpish()) {
+        let _ = command::parse(&line);
+    }
+
+    #[test]
+    fn line_reader_bounds_its_buffer(input in smtpish(), split in 0usize..2048) {
+        for policy in [BareNewline::Reject, BareNewline::Normalize] {
+            let mut r = LineReader::new(510, policy);
+            let mut buf = Vec::new();
+            let split = split.min(input.len());
+            for part in [&input[..split], &input[split..]] {
+                buf.extend_from_slice(part);
+                while let Some(line) = r.next_line(&mut buf) {
+                    if let Ok(l) = line {
+                        prop_assert!(l.len() <= 510);
+                        prop_assert!(!l.contains(&b'\n'));
+                        prop_assert!(!l.contains(&b'\r'));
+                    }
+                }
+                prop_assert!(buf.len() <= 511 + part.len());
+            }
+        }
+    }
+
+    #[test]
+    fn data_reader_output_is_clean_and_bounded(input in smtpish(), split in 0usize..2048) {
+        for policy in [BareNewline::Reject, BareNewline::Normalize] {
+            let mut r = DataReader::new(policy, 4096, 1024);
+            let split = split.min(input.len());
+            let (u1, d1) = r.feed(&input[..split]);
+            let done = d1 || {
+                let (_, d2) = r.feed(&input[split..]);
+                d2
+            };
+            prop_assert!(u1 <= split);
+            if let (true, Ok(msg)) = (done, r.finish()) {
+                prop_assert!(msg.len() <= 4096);
+                // CRLF-clean: every LF is preceded by CR and every CR followed by LF.
+                for (i, b) in msg.iter().enumerate() {
+                    if *b == b'\n' { prop_assert!(i > 0 && msg[i - 1] == b'\r'); }
+                    if *b == b'\r' { prop_assert!(msg.get(i + 1) == Some(&b'\n')); }
+                }
+                prop_assert!(!msg.contains(&0));
+            }
+        }
+    }
+
+    #[test]
+    fn dot_stuffing_round_trips(lines in prop::collection::vec("[ -~]{0,80}", 0..20)) {
+        let mut msg = Vec::new();
+        for l in &lines { msg.extend_from_slice(l.as_bytes()); msg.extend_from_slice(b"\r\n"); }
+        let framed = dot_stuff(&msg);
+        let mut r = DataReader::new(BareNewline::Reject, 1 << 20, 1 << 20);
+        let (used, done) = r.feed(&framed);
+        prop_assert!(done);
+        prop_assert_eq!(used, framed.len());
+        prop_assert_eq!(r.finish().ok(), Some(msg));
+    }
+
+    #[test]
+    fn header_and_from_parsers_never_panic(input in smtpish()) {
+        if let Ok(m) = Message::parse(&input) {
+            let _ = address::author(&m);
+            prop_assert!(m.to_bytes().len() <= input.len() + 2 + 2 * m.fields.len());
+        }
+    }
+
+    #[test]
+    fn reply_parser_never_panics(lines in prop::collection::vec(smtpish(), 0..8)) {
+        let mut p = ReplyParser::new();
+        for l in lines { let _ = p.feed(&l); }
+    }
+
+    #[test]
+    fn config_loader_never_panics(text in "[\\[\\]a-z_.=\" 0-9\n{}#,-]{0,400}") {
+        let _ = dkim_relay::config::load_str(Path::new("fuzz.toml"), &text);
+    }
+}

@@ -272,12 +272,60 @@ async fn content_refusals_forward_nothing() {
         assert_eq!(r.code, 550, "{what}: {r}");
         assert_eq!(r.enhanced(), Some("5.6.0"), "{what}: {r}");
     }
+    // A subdomain of a configured domain is not covered unless `subdomains = true`.
+    let sub = relay
+        .send(
+            "app@x.test",
+            &["r@example.com"],
+            &simple_message("app@news.example.org", "x"),
+        )
+        .await;
+    assert_eq!(sub.code, 550, "{sub}");
+    assert_eq!(sub.enhanced(), Some("5.7.1"));
+    assert!(sub.lines[0].contains("news.example.org"), "{sub}");
     assert_eq!(upstream.received().len(), 0);
     assert_eq!(
         upstream.connections(),
         0,
         "nothing should reach the upstream"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framing_refusals_forward_nothing() {
+    let (upstream, relay) = setup_default().await;
+    let mut c = SmtpClient::connect(relay.addr).await;
+    // A bare LF inside the message (the SMTP-smuggling shape): refused, never relayed.
+    assert_eq!(c.cmd("MAIL FROM:<app@x.test>").await.code, 250);
+    assert_eq!(c.cmd("RCPT TO:<r@example.com>").await.code, 250);
+    assert_eq!(c.cmd("DATA").await.code, 354);
+    c.send_raw(
+        b"From: app@example.org\r\nSubject: x\r\n\r\nline\n.\nMAIL FROM:<x@evil.test>\r\n.\r\n",
+    )
+    .await;
+    let r = c.read_reply().await.expect("reply");
+    assert_eq!(r.code, 554, "{r}");
+    assert_eq!(r.enhanced(), Some("5.6.0"));
+    // A 999-octet line.
+    let mut long = simple_message("app@example.org", "x");
+    long.extend_from_slice(&[b'y'; 999]);
+    long.extend_from_slice(b"\r\n");
+    let r = c.transaction("app@x.test", &["r@example.com"], &long).await;
+    assert_eq!(r.code, 554, "{r}");
+    assert_eq!(r.enhanced(), Some("5.6.0"));
+    // The session still works after both.
+    let ok = c
+        .transaction(
+            "app@x.test",
+            &["r@example.com"],
+            &simple_message("app@example.org", "ok"),
+        )
+        .await;
+    assert_ok_id(&ok);
+    c.quit().await;
+    let got = upstream.received();
+    assert_eq!(got.len(), 1, "only the good message is relayed");
+    assert!(!String::from_utf8_lossy(&got[0].data).contains("evil.test"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -542,7 +590,8 @@ fn shapes() -> Vec<(&'static str, Msg)> {
         .map(|i| format!("user{i}@example.com"))
         .collect::<Vec<_>>()
         .join(", ");
-    let long_subject = "x".repeat(900);
+    // "X-Long: " is 8 octets: this line is exactly 998, the most RFC 5321 allows.
+    let long_subject = "x".repeat(990);
     vec![
         (
             "multipart MIME",
@@ -583,6 +632,11 @@ X-Long: {long_subject}\r\n\r\nbody\r\n"
         (
             "leading dots",
             b"From: app@example.org\r\nTo: r@example.com\r\nSubject: dots\r\n\r\n.hidden\r\n..double\r\n.\r\n. \r\nend\r\n"
+                .to_vec(),
+        ),
+        (
+            "From domain in upper case, encoded-word display name",
+            b"From: =?utf-8?q?J=C3=BCrgen_App?= <App@EXAMPLE.ORG>\r\nTo: r@example.com\r\nSubject: case\r\n\r\nbody\r\n"
                 .to_vec(),
         ),
         (
@@ -635,8 +689,27 @@ async fn message_shapes_are_signed_and_verify() {
         );
     }
     c.quit().await;
+    let long = shapes
+        .iter()
+        .position(|(w, _)| w.starts_with("folded"))
+        .unwrap();
+    let longest = upstream.received()[long]
+        .data
+        .split(|&b| b == b'\n')
+        .map(|l| l.len())
+        .max()
+        .unwrap();
+    assert_eq!(
+        longest,
+        998 + 1,
+        "the 998-octet header line (plus its CR) arrives intact"
+    );
     // Dot-stuffing both ways: the upstream got the original dots.
-    let dots = &upstream.received()[6].data;
+    let dots_index = shapes
+        .iter()
+        .position(|(w, _)| *w == "leading dots")
+        .unwrap();
+    let dots = &upstream.received()[dots_index].data;
     let text = String::from_utf8_lossy(dots);
     assert!(
         text.contains("\r\n\r\n.hidden\r\n..double\r\n.\r\n. \r\nend\r\n"),
@@ -776,4 +849,76 @@ async fn verifiers_reject_a_tampered_message() {
         wrong[0].1 = wrong[1].1.clone();
         assert!(verify_dkim_dkimpy(text.as_bytes(), &wrong).is_err());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn successful_reload_applies_to_new_sessions_and_keeps_the_pool() {
+    let (upstream, relay) = setup_default().await;
+    let msg = simple_message("app@example.org", "reload");
+    assert_ok_id(&relay.send("app@x.test", &["r@example.com"], &msg).await);
+    // Same upstream, new envelope policy.
+    let mut opts = RelayOptions::for_upstream(&upstream);
+    opts.envelope_local_part = Some("bounce".into());
+    let text = TestRelay::config_text(&opts, relay.dir.path());
+    std::fs::write(&relay.config_path, text).unwrap();
+    let fresh = relay.live.reload().expect("valid config reloads");
+    assert!(std::sync::Arc::ptr_eq(&fresh, &relay.live.snapshot()));
+    assert_ok_id(&relay.send("app@x.test", &["r@example.com"], &msg).await);
+    let got = upstream.received();
+    assert_eq!(got[0].mail_from, "app@mail.example.org");
+    assert_eq!(got[1].mail_from, "bounce@mail.example.org");
+    assert_eq!(
+        upstream.connections(),
+        1,
+        "unchanged upstream settings keep the pool"
+    );
+    assert_dkim_pass(&got[1].data, &relay.dns(), 1).await;
+}
+
+/// An independent SMTP client (swaks) against the relay; skipped when swaks is not installed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swaks_client_message_is_signed_and_verifies() {
+    if std::process::Command::new("swaks")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("note: swaks not installed; test skipped");
+        return;
+    }
+    let (upstream, relay) = setup_default().await;
+    let addr = relay.addr;
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("swaks")
+            .args([
+                "--server",
+                &addr.ip().to_string(),
+                "--port",
+                &addr.port().to_string(),
+                "--helo",
+                "swaks.test",
+                "--from",
+                "app@whatever.test",
+                "--to",
+                "rcpt@example.com",
+                "--header",
+                "From: Swaks App <app@example.org>",
+                "--header",
+                "Subject: via swaks",
+                "--body",
+                "Hello from swaks.\n.leading dot\n",
+            ])
+            .output()
+            .expect("run swaks")
+    })
+    .await
+    .unwrap();
+    let transcript = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "swaks failed:\n{transcript}");
+    assert!(transcript.contains("<-  250 Ok 010001"), "{transcript}");
+    let got = upstream.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].mail_from, "app@mail.example.org");
+    assert!(String::from_utf8_lossy(&got[0].data).contains("\r\n.leading dot\r\n"));
+    assert_dkim_pass(&got[0].data, &relay.dns(), 1).await;
 }

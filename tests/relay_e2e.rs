@@ -561,6 +561,25 @@ async fn pooled_connection_dying_at_mail_is_retried_on_fresh_connection() {
     assert_dkim_pass(&got[1].data, &relay.dns(), 1).await;
 }
 
+/// SES caps messages per connection and says so at MAIL with a 421 before closing. Nothing was
+/// accepted, so the message must go out on a fresh connection rather than bounce back to the
+/// client as a 421 (which to an SMTP client means "this channel is closing").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_session_cap_421_at_mail_is_retried_on_fresh_connection() {
+    let (upstream, relay) = setup_default().await;
+    let msg = simple_message("app@example.org", "cap");
+    assert_ok_id(&relay.send("app@x.test", &["r@example.com"], &msg).await);
+    upstream.reply_to_next_mail_then_close(
+        "421 Connection closed by server. Maximum message count per session reached.",
+    );
+    let r = relay.send("app@x.test", &["r@example.com"], &msg).await;
+    assert_ok_id(&r);
+    let got = upstream.received();
+    assert_eq!(got.len(), 2);
+    assert_eq!(upstream.connections(), 2);
+    assert_eq!((got[0].conn, got[1].conn), (0, 1));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_dropped_at_end_of_data_is_temporary_and_not_retried() {
     let (upstream, relay) = setup(UpstreamOptions {
@@ -640,6 +659,14 @@ X-Long: {long_subject}\r\n\r\nbody\r\n"
                 .to_vec(),
         ),
         (
+            "header section only, no body separator",
+            b"From: app@example.org\r\nTo: r@example.com\r\nSubject: headers only\r\n".to_vec(),
+        ),
+        (
+            "empty header value and trailing whitespace",
+            b"From: app@example.org \r\nTo: r@example.com\r\nSubject:\r\nX-Trailing: a  \t\r\n\r\nbody  \r\n\r\n\r\n".to_vec(),
+        ),
+        (
             "From with display name, comment, quoted local part",
             b"From: \"Example, App\" (the app) <\"first.last+tag\"@example.org> (comment)\r\nTo: r@example.com\r\nSubject: display\r\n\r\nbody\r\n"
                 .to_vec(),
@@ -680,6 +707,10 @@ async fn message_shapes_are_signed_and_verify() {
         };
         let mut expected = msg.clone();
         if !expected.ends_with(b"\r\n") {
+            expected.extend_from_slice(b"\r\n");
+        }
+        if !expected.windows(4).any(|w| w == b"\r\n\r\n") {
+            // A header-only message gains the empty separator line (same message, RFC 5322).
             expected.extend_from_slice(b"\r\n");
         }
         assert_eq!(

@@ -155,6 +155,8 @@ struct UpstreamState {
     finals: VecDeque<Final>,
     /// Close the connection (no reply) on the next N MAIL commands.
     drop_on_mail: usize,
+    /// Answer the next MAIL with this reply line, then close the connection.
+    mail_reply_then_close: Option<String>,
 }
 
 /// Settings for [`TestUpstream::start`].
@@ -302,6 +304,11 @@ impl TestUpstream {
     /// Closes the connection (without a reply) on the next `n` MAIL commands.
     pub fn drop_on_next_mail(&self, n: usize) {
         self.state.lock().unwrap().drop_on_mail = n;
+    }
+
+    /// Answers the next MAIL with `reply` (e.g. SES's per-session cap, a 421) and closes.
+    pub fn reply_to_next_mail_then_close(&self, reply: &str) {
+        self.state.lock().unwrap().mail_reply_then_close = Some(reply.to_string());
     }
 
     /// Whether any AUTH verb (or AUTH payload) arrived outside TLS.
@@ -520,12 +527,18 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                     w.reply(530, "Authentication required").await;
                     continue;
                 }
-                {
+                let close_with = {
                     let mut s = cx.state.lock().unwrap();
                     if s.drop_on_mail > 0 {
                         s.drop_on_mail -= 1;
                         return None;
                     }
+                    s.mail_reply_then_close.take()
+                };
+                if let Some(reply) = close_with {
+                    let _ = w.send(format!("{reply}\r\n").as_bytes()).await;
+                    let _ = w.stream.shutdown().await;
+                    return None;
                 }
                 mail_from = Some(angle(&line));
                 rcpts.clear();

@@ -380,6 +380,7 @@ async fn upstream_unreachable_is_temporary() {
         profile: "ses",
         envelope_local_part: None,
         max_message_size: None,
+        upstream_data_timeout_secs: None,
     })
     .await;
     let r = relay
@@ -952,4 +953,64 @@ async fn swaks_client_message_is_signed_and_verifies() {
     assert_eq!(got[0].mail_from, "app@mail.example.org");
     assert!(String::from_utf8_lossy(&got[0].data).contains("\r\n.leading dot\r\n"));
     assert_dkim_pass(&got[0].data, &relay.dns(), 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_clients_share_a_bounded_pool() {
+    let (upstream, relay) = setup_default().await;
+    let relay = std::sync::Arc::new(relay);
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let relay = std::sync::Arc::clone(&relay);
+        tasks.push(tokio::spawn(async move {
+            let msg = simple_message("app@example.org", &format!("concurrent {i}"));
+            relay.send("app@x.test", &["r@example.com"], &msg).await
+        }));
+    }
+    for t in tasks {
+        assert_ok_id(&t.await.unwrap());
+    }
+    let got = upstream.received();
+    assert_eq!(got.len(), 8);
+    // pool_size defaults to 4.
+    assert!(
+        upstream.connections() <= 4,
+        "{} connections",
+        upstream.connections()
+    );
+    let mut subjects: Vec<String> = got
+        .iter()
+        .map(|r| header_values(&r.data, "Subject")[0].trim().to_string())
+        .collect();
+    subjects.sort();
+    let mut want: Vec<String> = (0..8).map(|i| format!("concurrent {i}")).collect();
+    want.sort();
+    assert_eq!(subjects, want);
+    for r in &got {
+        assert_mail_auth_pass(&r.data, &relay.dns(), 1).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_upstream_times_out_with_451() {
+    let upstream = TestUpstream::start(UpstreamOptions {
+        finals: vec![Final::Silent],
+        ..Default::default()
+    })
+    .await;
+    let mut opts = RelayOptions::for_upstream(&upstream);
+    opts.upstream_data_timeout_secs = Some(1);
+    let relay = TestRelay::start(opts).await;
+    let r = relay
+        .send(
+            "app@x.test",
+            &["r@example.com"],
+            &simple_message("app@example.org", "silent"),
+        )
+        .await;
+    assert_eq!(r.code, 451, "{r}");
+    assert_eq!(r.enhanced(), Some("4.4.2"));
+    // Received once, never re-sent (it may have been accepted).
+    assert_eq!(upstream.received().len(), 1);
+    assert_eq!(upstream.connections(), 1);
 }

@@ -122,6 +122,8 @@ pub enum Final {
     Drop,
     /// `250 Ok <id>`, then close the connection (SES dropping a pooled connection).
     OkThenClose,
+    /// Never answer (the relay's data timeout must fire).
+    Silent,
 }
 
 /// One message the fake upstream received.
@@ -561,7 +563,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 let reply = match &fin {
                     Final::Ok | Final::OkThenClose => format!("250 Ok {}", ses_message_id()),
                     Final::Reply(r) => r.clone(),
-                    Final::Drop => String::new(),
+                    Final::Drop | Final::Silent => String::new(),
                 };
                 cx.state.lock().unwrap().received.push(Received {
                     conn: cx.conn,
@@ -574,6 +576,16 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 });
                 match fin {
                     Final::Drop => return None,
+                    Final::Silent => {
+                        // Hold the connection open until the peer gives up.
+                        let mut sink = [0u8; 1024];
+                        while let Ok(n) = w.stream.read(&mut sink).await {
+                            if n == 0 {
+                                break;
+                            }
+                        }
+                        return None;
+                    }
                     _ => {
                         if !w.send(format!("{reply}\r\n").as_bytes()).await {
                             return None;
@@ -676,6 +688,8 @@ pub struct RelayOptions {
     pub profile: &'static str,
     pub envelope_local_part: Option<String>,
     pub max_message_size: Option<usize>,
+    /// `[upstream] data_timeout_secs` (10 when unset).
+    pub upstream_data_timeout_secs: Option<u64>,
 }
 
 impl RelayOptions {
@@ -694,6 +708,7 @@ impl RelayOptions {
             profile: "ses",
             envelope_local_part: None,
             max_message_size: None,
+            upstream_data_timeout_secs: None,
         }
     }
 }
@@ -741,7 +756,7 @@ username = "{user}"
 password = "{pass}"
 profile = "{profile}"
 command_timeout_secs = 10
-data_timeout_secs = 10
+data_timeout_secs = {data_timeout}
 connect_timeout_secs = 5
 tls_timeout_secs = 5
 
@@ -771,6 +786,7 @@ key_file = "keys/net-e1.pem"
             user = options.username,
             pass = options.password,
             profile = options.profile,
+            data_timeout = options.upstream_data_timeout_secs.unwrap_or(10),
         )
     }
 

@@ -64,6 +64,18 @@ pub async fn handle(
     loop {
         // Act on every complete command already buffered (pipelining).
         while let Some(line) = lines.next_line(&mut buf) {
+            // Once shutdown has begun, only the transaction in flight may finish: a command
+            // pipelined behind it must not start a new one.
+            if !session.in_transaction() && *shutdown.borrow() {
+                let r = Reply::new(
+                    421,
+                    "4.3.2",
+                    format!("{} Service shutting down", snapshot.server.hostname),
+                );
+                out.extend_from_slice(&r.to_wire());
+                let _ = write_out(&mut stream, &mut out).await;
+                return;
+            }
             match session.command(line) {
                 Action::Reply(r) => out.extend_from_slice(&r.to_wire()),
                 Action::Close(r) => {
@@ -184,13 +196,16 @@ async fn read_some(
             None => std::future::pending::<()>().await,
         }
     };
+    // Shutdown first: a command that arrives at the same moment must not win the race and
+    // start a new transaction after shutdown has begun.
     tokio::select! {
+        biased;
+        _ = stop => Read::Shutdown,
         r = read => match r {
             Ok(Ok(0)) | Ok(Err(_)) => Read::Eof,
             Ok(Ok(n)) => Read::Data(n),
             Err(_) => Read::Timeout,
         },
-        _ = stop => Read::Shutdown,
     }
 }
 

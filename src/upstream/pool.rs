@@ -125,11 +125,22 @@ impl Pool {
             },
         };
         let mut attempt = conn.send(from, rcpts, data).await;
-        if reused
-            && let Err(f) = &attempt
-            && !f.after_data
-        {
-            tracing::debug!(error = %f.error, "pooled upstream connection was dead; retrying on a fresh one");
+        // A pooled connection is "dead" when it fails before the final dot, or when the server
+        // closes it with a 421 before the content (SES's per-session message cap answers MAIL
+        // with 421): nothing was accepted either way, so one fresh connection is safe.
+        let dead = match &attempt {
+            Err(f) => !f.after_data,
+            Ok(o) => o.reply.code == 421 && !o.after_data,
+        };
+        if reused && dead {
+            match &attempt {
+                Err(f) => {
+                    tracing::debug!(error = %f.error, "pooled upstream connection was dead; retrying on a fresh one")
+                }
+                Ok(o) => {
+                    tracing::debug!(reply = %o.reply, "pooled upstream connection closed by the server; retrying on a fresh one")
+                }
+            }
             conn = match self.open().await {
                 Ok(c) => c,
                 Err(e) => return Delivery::Failed(e),

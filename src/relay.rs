@@ -139,6 +139,16 @@ impl Relay {
         let (reply, upstream_text) = match pool.deliver(&envelope_from, &rcpts, &bytes).await {
             Delivery::Answered { reply, .. } => {
                 let text = reply.one_line();
+                // A 421 says the *upstream* is closing its connection; passed on, it would tell
+                // the application that this relay is closing. Same text, as a 451.
+                let reply = if reply.code == 421 {
+                    Reply {
+                        code: 451,
+                        lines: reply.lines,
+                    }
+                } else {
+                    reply
+                };
                 (reply, text)
             }
             Delivery::Failed(e) => {

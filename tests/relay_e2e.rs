@@ -581,6 +581,33 @@ async fn per_session_cap_421_at_mail_is_retried_on_fresh_connection() {
     assert_eq!((got[0].conn, got[1].conn), (0, 1));
 }
 
+/// An upstream 421 after the message means the upstream is closing *its* connection. Passed on
+/// as 421 it would tell the application that the relay is closing; it must arrive as a 451 with
+/// the upstream's text, and the relay's connection stays usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_421_after_data_reaches_the_client_as_451() {
+    let (upstream, relay) = setup(UpstreamOptions {
+        finals: vec![Final::Reply("421 Service shutting down".into()), Final::Ok],
+        ..Default::default()
+    })
+    .await;
+    let mut client = SmtpClient::connect(relay.addr).await;
+    client.cmd("EHLO app.test").await;
+    let msg = simple_message("app@example.org", "421");
+    let r = client
+        .transaction("app@x.test", &["r@example.com"], &msg)
+        .await;
+    assert_eq!(r.code, 451, "{r}");
+    assert_eq!(r.lines, vec!["Service shutting down".to_string()]);
+    // Same client connection, next message: delivered.
+    assert_ok_id(
+        &client
+            .transaction("app@x.test", &["r@example.com"], &msg)
+            .await,
+    );
+    assert_eq!(upstream.received().len(), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_dropped_at_end_of_data_is_temporary_and_not_retried() {
     let (upstream, relay) = setup(UpstreamOptions {

@@ -11,3 +11,4 @@ pub mod net;
 pub mod sesauth;
 pub mod sim;
 pub mod smtp;
+pub mod tls;

@@ -234,6 +234,7 @@ pub fn deliver(
         &format!("{}-{SES_OUTGOING_IP}", now.format("%Y.%m.%d")),
     ));
 
+    // (mail-auth writes `h=` in bottom-up field order; the set is what matters.)
     let headers: Vec<String> = SES_SIGNED
         .iter()
         .filter(|h| message.count(h) > 0)

@@ -184,7 +184,7 @@ fn transaction_failed(text: &str) -> Reply {
 /// parent domain of it).
 pub fn is_verified(settings: &SimSettings, address: &str) -> bool {
     let address = address.trim().to_ascii_lowercase();
-    if settings.identities.iter().any(|i| *i == address) {
+    if settings.identities.contains(&address) {
         return true;
     }
     let Some((_, mut domain)) = address.rsplit_once('@') else {

@@ -70,6 +70,8 @@ struct Shared {
     dns: DnsView,
     acceptor: TlsAcceptor,
     connections: AtomicUsize,
+    /// Turns true at shutdown: idle sessions close at once instead of waiting for input.
+    stopping: watch::Receiver<bool>,
 }
 
 /// A started simulator. Dropping it stops the listeners; [`RunningSim::shutdown`] also waits
@@ -246,7 +248,9 @@ pub async fn start(
         None => (None, None),
     };
 
+    let (stop, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
+        stopping: stop_rx.clone(),
         policy: Policy::from_settings(&settings),
         state: AccountState::new(&settings),
         key,
@@ -255,7 +259,6 @@ pub async fn start(
         connections: AtomicUsize::new(0),
         settings,
     });
-    let (stop, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     tasks.spawn(accept_loop(
         starttls,
@@ -521,15 +524,20 @@ async fn read_more<S: AsyncRead + Unpin>(
     stream: &mut S,
     buf: &mut Vec<u8>,
     idle: Duration,
+    stopping: &mut watch::Receiver<bool>,
 ) -> Read {
     let mut chunk = [0u8; 16 * 1024];
-    match tokio::time::timeout(idle, stream.read(&mut chunk)).await {
-        Ok(Ok(0)) | Ok(Err(_)) => Read::Eof,
-        Ok(Ok(n)) => {
-            buf.extend_from_slice(&chunk[..n]);
-            Read::Data
-        }
-        Err(_) => Read::Idle,
+    tokio::select! {
+        r = tokio::time::timeout(idle, stream.read(&mut chunk)) => match r {
+            Ok(Ok(0)) | Ok(Err(_)) => Read::Eof,
+            Ok(Ok(n)) => {
+                buf.extend_from_slice(&chunk[..n]);
+                Read::Data
+            }
+            Err(_) => Read::Idle,
+        },
+        // Shutting down: a session waiting for input has nothing in flight.
+        _ = stopping.wait_for(|v| *v) => Read::Eof,
     }
 }
 
@@ -563,6 +571,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     {
         return End::Closed;
     }
+    let mut stopping = shared.stopping.clone();
     let mut buf: Vec<u8> = Vec::new();
     let mut lines = LineReader::new(MAX_COMMAND_LINE, BareNewline::Reject);
     loop {
@@ -613,7 +622,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                         if done {
                             break;
                         }
-                        match read_more(&mut stream, &mut buf, idle).await {
+                        match read_more(&mut stream, &mut buf, idle, &mut stopping).await {
                             Read::Data => {}
                             Read::Eof => return End::Closed,
                             Read::Idle => {
@@ -653,7 +662,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
         }
-        match read_more(&mut stream, &mut buf, idle).await {
+        match read_more(&mut stream, &mut buf, idle, &mut stopping).await {
             Read::Data => {}
             Read::Eof => return End::Closed,
             Read::Idle => {

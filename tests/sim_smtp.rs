@@ -695,3 +695,83 @@ fn example_config_loads() {
     let e = dkim_relay::sim::config::SimSettings::load_file(&bad).unwrap_err();
     assert!(e.contains("idle_timeout_secs"), "{e}");
 }
+
+#[tokio::test]
+async fn failure_rate_one_always_fails_with_the_configured_reply() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(dir.path());
+    s.faults.failure_rate = 1.0;
+    s.faults.failure_reply = Some(Reply::plain(451, "Temporary service failure"));
+    let sim = start(s).await;
+    let mut c = Client::ready(&sim).await;
+    let m = simple_message("app@example.org");
+    for _ in 0..2 {
+        let r = c.message("app@example.org", &["u@dest.test"], &m).await;
+        assert_eq!(text(&r), "451 Temporary service failure");
+    }
+    assert!(outbox::list(&sim.outbox).unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn bare_newline_in_data_is_refused_and_session_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start(settings(dir.path())).await;
+    let mut c = Client::ready(&sim).await;
+    assert_eq!(c.cmd("MAIL FROM:<app@example.org>").await, "250 Ok\r\n");
+    assert_eq!(c.cmd("RCPT TO:<u@dest.test>").await, "250 Ok\r\n");
+    assert_eq!(
+        c.cmd("DATA").await,
+        "354 End data with <CR><LF>.<CR><LF>\r\n"
+    );
+    // A bare-LF "terminator" must not end DATA; only CRLF.CRLF does.
+    c.write(b"From: app@example.org\r\n\r\nline\n.\nmore\r\n.\r\n")
+        .await;
+    let r = c.reply().await.unwrap();
+    assert_eq!(r.code, 554, "{}", text(&r));
+    assert_eq!(c.cmd("NOOP").await, "250 Ok\r\n");
+}
+
+#[tokio::test]
+async fn dns_zone_file_is_loaded_and_errors_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let zone = dir.path().join("zone.txt");
+    std::fs::write(
+        &zone,
+        "mail.example.org. MX 10 feedback-smtp.us-east-1.amazonses.com.\n\
+         mail.example.org. TXT \"v=spf1 include:amazonses.com ~all\"\n\
+         _dmarc.example.org. TXT \"v=DMARC1; p=none\"\n",
+    )
+    .unwrap();
+    let mut s = settings(dir.path());
+    s.dns_zone = Some(zone.clone());
+    let sim = start(s).await;
+    let mut c = Client::ready(&sim).await;
+    let r = c
+        .message(
+            "app@example.org",
+            &["u@dest.test"],
+            &simple_message("app@example.org"),
+        )
+        .await;
+    assert_eq!(r.code, 250);
+    sim.shutdown().await;
+
+    let missing = dir.path().join("missing-zone.txt");
+    let mut s = settings(dir.path());
+    s.dns_zone = Some(missing);
+    let e = dkim_relay::sim::start(s, Vec::new()).await.unwrap_err();
+    assert!(e.to_string().contains("missing-zone.txt"), "{e}");
+}
+
+#[tokio::test]
+async fn ca_is_written_where_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(dir.path());
+    s.ca_out = Some(dir.path().join("certs/ca.pem"));
+    s.implicit_listen = None;
+    let sim = start(s).await;
+    assert!(sim.implicit_addr.is_none());
+    let written = std::fs::read_to_string(dir.path().join("certs/ca.pem")).unwrap();
+    assert_eq!(written, sim.ca_pem);
+    assert!(written.starts_with("-----BEGIN CERTIFICATE-----"));
+}

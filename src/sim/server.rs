@@ -85,6 +85,8 @@ pub struct RunningSim {
     pub ca_path: Option<PathBuf>,
     pub outbox: PathBuf,
     pub region: String,
+    /// The TXT record (name, value) publishing the simulator's `d=amazonses.com` DKIM key.
+    pub ses_dkim_record: (String, String),
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -216,8 +218,8 @@ pub async fn start(
     let add_region_spf = !has_txt(&region_domain);
     let mut view = DnsView::from_records(&records);
     let key = SesKey::generate()?;
-    let (name, value) = key.dns_record();
-    view.add_txt(&name, &value);
+    let ses_dkim_record = key.dns_record();
+    view.add_txt(&ses_dkim_record.0, &ses_dkim_record.1);
     if add_ses_spf {
         view.add_txt("amazonses.com", AMAZONSES_SPF);
     }
@@ -283,6 +285,7 @@ pub async fn start(
         ca_path,
         outbox: shared.settings.outbox.clone(),
         region: shared.settings.region.clone(),
+        ses_dkim_record,
         stop,
         tasks,
     })

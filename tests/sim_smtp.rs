@@ -775,3 +775,52 @@ async fn ca_is_written_where_configured() {
     assert_eq!(written, sim.ca_pem);
     assert!(written.starts_with("-----BEGIN CERTIFICATE-----"));
 }
+
+#[tokio::test]
+async fn custom_mail_from_mx_failure_behaviours() {
+    use dkim_relay::sim::config::MailFromDomain;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = settings(dir.path());
+    s.identities.push("example.net".into());
+    s.mail_from.insert(
+        "example.org".into(),
+        MailFromDomain {
+            domain: "mail.example.org".into(),
+            mx_ok: false,
+            reject_on_mx_failure: false,
+        },
+    );
+    s.mail_from.insert(
+        "example.net".into(),
+        MailFromDomain {
+            domain: "bounce.example.net".into(),
+            mx_ok: false,
+            reject_on_mx_failure: true,
+        },
+    );
+    let sim = start(s).await;
+    let mut c = Client::ready(&sim).await;
+    // UseDefaultValue: sent anyway, from the amazonses.com default.
+    let r = c
+        .message(
+            "app@example.org",
+            &["u@dest.test"],
+            &simple_message("app@example.org"),
+        )
+        .await;
+    let id = r.lines[0].strip_prefix("Ok ").unwrap().to_string();
+    let (record, _) = outbox::show(&sim.outbox, &id).unwrap();
+    assert_eq!(record.envelope_from, format!("{id}@amazonses.com"));
+    // RejectMessage: refused.
+    let r = c
+        .message(
+            "app@example.net",
+            &["u@dest.test"],
+            &simple_message("app@example.net"),
+        )
+        .await;
+    assert_eq!(
+        text(&r),
+        "554 Message rejected: The MAIL FROM domain bounce.example.net is not verified."
+    );
+}

@@ -35,7 +35,7 @@ pub struct RawSim {
     pub paused: Option<bool>,
     pub identities: Option<Vec<String>>,
     #[serde(default)]
-    pub mail_from: BTreeMap<String, String>,
+    pub mail_from: BTreeMap<String, RawMailFrom>,
     pub max_send_rate: Option<f64>,
     pub max_24h: Option<u64>,
     pub max_message_size: Option<usize>,
@@ -57,6 +57,45 @@ pub struct RawAccount {
     pub secret: Option<String>,
     /// The name of an environment variable holding the secret access key.
     pub secret_env: Option<String>,
+}
+
+/// A `[simulator.mail_from]` entry: `"example.org" = "mail.example.org"`, or a table
+/// `{ domain = "mail.example.org", mx_ok = false, behavior_on_mx_failure = "reject" }`.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+pub enum RawMailFrom {
+    Domain(String),
+    Full(RawMailFromTable),
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawMailFromTable {
+    pub domain: String,
+    /// Whether the MX/SPF setup is in the `Success` state (default true).
+    pub mx_ok: Option<bool>,
+    /// `"use-default"` (SES's UseDefaultValue, the default) or `"reject"` (RejectMessage).
+    pub behavior_on_mx_failure: Option<String>,
+}
+
+/// A custom MAIL FROM domain (ses-smtp.md §6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailFromDomain {
+    pub domain: String,
+    /// The MX check is in the `Success` state; otherwise `reject_on_mx_failure` decides.
+    pub mx_ok: bool,
+    /// BehaviorOnMXFailure = RejectMessage (else UseDefaultValue: fall back to amazonses.com).
+    pub reject_on_mx_failure: bool,
+}
+
+impl From<&str> for MailFromDomain {
+    fn from(domain: &str) -> Self {
+        MailFromDomain {
+            domain: domain.to_string(),
+            mx_ok: true,
+            reject_on_mx_failure: false,
+        }
+    }
 }
 
 /// `[simulator.faults]`.
@@ -160,8 +199,8 @@ pub struct SimSettings {
     pub paused: bool,
     /// Verified identities: domains (covering subdomains) and single addresses, lower case.
     pub identities: Vec<String>,
-    /// Custom MAIL FROM domain per identity (domain or address), lower case.
-    pub mail_from: BTreeMap<String, String>,
+    /// Custom MAIL FROM domain per identity (domain or address), keys lower case.
+    pub mail_from: BTreeMap<String, MailFromDomain>,
     /// Messages per second.
     pub max_send_rate: f64,
     /// Recipients per rolling 24 hours (mailbox-simulator recipients do not count).
@@ -297,8 +336,24 @@ impl SimSettings {
             identities.push(ident);
         }
         let mut mail_from = BTreeMap::new();
-        for (ident, domain) in raw.mail_from {
+        for (ident, entry) in raw.mail_from {
             let ident_l = ident.to_ascii_lowercase();
+            let (domain, mx_ok, reject_on_mx_failure) = match entry {
+                RawMailFrom::Domain(d) => (d, true, false),
+                RawMailFrom::Full(t) => {
+                    let reject = match t.behavior_on_mx_failure.as_deref() {
+                        None | Some("use-default") => false,
+                        Some("reject") => true,
+                        Some(other) => {
+                            return Err((
+                                format!("mail_from.{ident}.behavior_on_mx_failure"),
+                                format!("`{other}` is not \"use-default\" or \"reject\""),
+                            ));
+                        }
+                    };
+                    (t.domain, t.mx_ok.unwrap_or(true), reject)
+                }
+            };
             let domain = domain.trim().trim_end_matches('.').to_ascii_lowercase();
             let parent = ident_l.rsplit('@').next().unwrap_or("").to_string();
             if !domain.ends_with(&format!(".{parent}")) {
@@ -307,7 +362,14 @@ impl SimSettings {
                     format!("`{domain}` must be a subdomain of {parent} (SES rule)"),
                 ));
             }
-            mail_from.insert(ident_l, domain);
+            mail_from.insert(
+                ident_l,
+                MailFromDomain {
+                    domain,
+                    mx_ok,
+                    reject_on_mx_failure,
+                },
+            );
         }
         let max_send_rate = raw.max_send_rate.unwrap_or(100.0);
         if !(max_send_rate > 0.0 && max_send_rate.is_finite()) {
@@ -408,6 +470,34 @@ impl SimSettings {
         })
     }
 
+    /// The custom MAIL FROM domain configured for the most specific identity covering
+    /// `address` (the address itself, then its domain and each parent domain).
+    pub fn mail_from_for(&self, address: &str) -> Option<&MailFromDomain> {
+        let address = address.trim().to_ascii_lowercase();
+        if let Some(d) = self.mail_from.get(&address) {
+            return Some(d);
+        }
+        let (_, mut domain) = address.rsplit_once('@')?;
+        loop {
+            if let Some(d) = self.mail_from.get(domain) {
+                return Some(d);
+            }
+            domain = domain.split_once('.')?.1;
+        }
+    }
+
+    /// The custom MAIL FROM that applies to a message: the header From identity's, else the
+    /// SMTP MAIL FROM identity's.
+    pub fn custom_mail_from(
+        &self,
+        header_from: Option<&str>,
+        mail_from: &str,
+    ) -> Option<&MailFromDomain> {
+        header_from
+            .and_then(|f| self.mail_from_for(f))
+            .or_else(|| self.mail_from_for(mail_from))
+    }
+
     /// Loads a standalone simulator file (`dkim-relay ses-sim --config sim.toml`): the same
     /// keys as `[simulator]`, at the top level. Errors name the key.
     pub fn load_file(path: &Path) -> Result<SimSettings, String> {
@@ -447,6 +537,13 @@ mod tests {
             toml::from_str("[mail_from]\n\"example.org\" = \"mail.other.org\"\n").unwrap();
         let e = SimSettings::resolve(Some(&raw), Path::new("/")).unwrap_err();
         assert_eq!(e.0, "mail_from.example.org");
+        let raw: RawSim = toml::from_str(
+            "[mail_from]\n\"example.org\" = { domain = \"mail.example.org\", mx_ok = false, \
+             behavior_on_mx_failure = \"bounce\" }\n",
+        )
+        .unwrap();
+        let e = SimSettings::resolve(Some(&raw), Path::new("/")).unwrap_err();
+        assert_eq!(e.0, "mail_from.example.org.behavior_on_mx_failure");
         let e = toml::from_str::<RawSim>("bogus = 1\n").unwrap_err();
         assert!(e.to_string().contains("bogus"));
     }

@@ -118,31 +118,18 @@ pub fn ses_date(now: DateTime<Utc>) -> String {
     now.format("%a, %-d %b %Y %H:%M:%S +0000").to_string()
 }
 
-/// The custom MAIL FROM domain configured for the most specific identity covering `address`.
-fn custom_mail_from(settings: &SimSettings, address: &str) -> Option<String> {
-    let address = address.trim().to_ascii_lowercase();
-    if let Some(d) = settings.mail_from.get(&address) {
-        return Some(d.clone());
-    }
-    let (_, mut domain) = address.rsplit_once('@')?;
-    loop {
-        if let Some(d) = settings.mail_from.get(domain) {
-            return Some(d.clone());
-        }
-        domain = domain.split_once('.')?.1;
-    }
-}
-
-/// The envelope-sender domain: the From identity's custom MAIL FROM domain, else the MAIL
-/// FROM identity's, else SES's default (`amazonses.com` in us-east-1, `<region>.amazonses.com`).
+/// The envelope-sender domain: the custom MAIL FROM domain of the From identity (else of the
+/// MAIL FROM identity) when its MX check is OK; otherwise SES's default (`amazonses.com` in
+/// us-east-1, `<region>.amazonses.com` elsewhere), as under BehaviorOnMXFailure=UseDefaultValue.
 pub fn envelope_domain(
     settings: &SimSettings,
     header_from: Option<&str>,
     mail_from: &str,
 ) -> String {
-    header_from
-        .and_then(|f| custom_mail_from(settings, f))
-        .or_else(|| custom_mail_from(settings, mail_from))
+    settings
+        .custom_mail_from(header_from, mail_from)
+        .filter(|m| m.mx_ok)
+        .map(|m| m.domain.clone())
         .unwrap_or_else(|| {
             if settings.region == "us-east-1" {
                 "amazonses.com".into()

@@ -374,6 +374,22 @@ pub fn decide(
         ));
     }
 
+    // A custom MAIL FROM whose MX check failed, under BehaviorOnMXFailure=RejectMessage. SES's
+    // exact SMTP text is not known (ses-smtp.md §9); this follows the API's error message.
+    let from_addr = header_text(&message, "From").and_then(|f| addresses(&f).into_iter().next());
+    if let Some(m) = settings.custom_mail_from(from_addr.as_deref(), &tx.mail_from)
+        && !m.mx_ok
+        && m.reject_on_mx_failure
+    {
+        return Decision::Reject(Reply::plain(
+            554,
+            format!(
+                "Message rejected: The MAIL FROM domain {} is not verified.",
+                m.domain
+            ),
+        ));
+    }
+
     // Mailbox-simulator recipients count against the rate but not the daily quota (§4).
     let quota_rcpts = tx
         .rcpts

@@ -323,7 +323,9 @@ pub async fn start_embedded(
         if !settings.identities.contains(&name) {
             settings.identities.push(name.clone());
         }
-        settings.mail_from.insert(name.clone(), mail_from.clone());
+        settings
+            .mail_from
+            .insert(name.clone(), mail_from.as_str().into());
         dns.extend(crate::dns::domain_records(
             &crate::dns::DomainRecordsInput {
                 domain: name,

@@ -18,8 +18,9 @@ pub struct SimOutcome {
     pub outcome: String,
 }
 
-/// The metadata stored beside each delivered message.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// The metadata stored beside each delivered message. (Only `Serialize`/`Deserialize`/`Debug`
+/// are asked of the verdict type.)
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Record {
     pub id: String,
     /// Acceptance time, RFC 3339.

@@ -207,6 +207,8 @@ pub async fn start(
         records.extend(parsed);
     }
     records.extend(dns);
+    // (The only place that looks inside `dns::Record`: SES's SPF records are added unless the
+    // caller already supplied them, so `include:amazonses.com` resolves exactly once.)
     let has_txt = |name: &str| {
         records.iter().any(|r| {
             r.name.trim_end_matches('.').eq_ignore_ascii_case(name)
@@ -735,8 +737,9 @@ async fn accept(
     };
     let dir = settings.outbox.clone();
     let bytes = delivered.bytes;
-    let rec = record.clone();
-    tokio::task::spawn_blocking(move || outbox::write(&dir, &rec, &bytes)).await??;
+    let record =
+        tokio::task::spawn_blocking(move || outbox::write(&dir, &record, &bytes).map(|()| record))
+            .await??;
     tracing::info!(
         %peer,
         id = %id,

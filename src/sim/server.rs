@@ -708,7 +708,7 @@ async fn accept(
     let verdict = verdict::verdict(
         &delivered.bytes,
         &delivered.envelope_from,
-        verdict::SES_SENDING_IP,
+        std::net::IpAddr::from(verdict::SES_SENDING_IP),
         &shared.dns,
     )
     .await;

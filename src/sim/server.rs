@@ -452,7 +452,7 @@ async fn connection(sock: TcpStream, peer: SocketAddr, shared: Arc<Shared>, impl
     if count > shared.settings.max_connections {
         let mut sock = sock;
         let _ = send(&mut sock, &session::too_many_connections(), faults.latency).await;
-        let _ = sock.shutdown().await;
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, sock.shutdown()).await;
         return;
     }
     if faults.drop_at == Some(DropStage::Connect) {

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::dns::{Record, RecordData};
 
 /// The SES sending IP the simulator pretends to deliver from (matches X-SES-Outgoing). STUB
-pub const SES_SENDING_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(54, 240, 27, 27));
+pub const SES_SENDING_IP: Ipv4Addr = Ipv4Addr::new(54, 240, 27, 27);
 
 /// STUB
 #[derive(Debug, Clone, Default)]

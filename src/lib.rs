@@ -14,4 +14,5 @@ pub mod server;
 pub mod sesauth;
 pub mod sim;
 pub mod smtp;
+pub mod tls;
 pub mod upstream;

@@ -1,2 +1,22 @@
+//! The built-in SES SMTP simulator (staging and tests): SES's dialogue, end-of-data rules,
+//! header rewrites and an outbox with DKIM/SPF/DMARC verdicts (ses-smtp.md §8).
+//!
+//! - [`config`]: settings (one SES account in one region), TOML `[simulator]` / standalone file;
+//! - [`session`]: sans-IO SMTP state machine (banner, EHLO, STARTTLS, AUTH, MAIL/RCPT/DATA);
+//! - [`rules`]: the end-of-data checks in SES's order, rate/quota state and fault injection;
+//! - [`deliver`]: the delivered form (SES header rewrites, `d=amazonses.com` signature);
+//! - [`outbox`]: `<id>.eml` + `<id>.json` per accepted message, listing and formatting;
+//! - [`server`]: listeners, TLS, timers; `start`, `start_embedded`, `run_standalone`.
+
 pub mod config;
+pub mod deliver;
+pub mod outbox;
+pub mod rules;
+pub mod server;
+pub mod session;
 pub mod verdict;
+
+pub use server::{
+    EmbeddedCredentials, EmbeddedDomain, RunningSim, SimError, outbox_list_cli, outbox_show_cli,
+    run_standalone, start, start_embedded,
+};

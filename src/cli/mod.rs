@@ -18,6 +18,7 @@ pub fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
 }
@@ -198,17 +199,49 @@ pub fn records_for(snapshot: &config::Snapshot) -> Vec<crate::dns::Record> {
     out
 }
 
-pub fn ses_sim(_config: &Path) -> ExitCode {
-    eprintln!("ses-sim: not yet available");
-    ExitCode::FAILURE
+/// `dkim-relay ses-sim`: the simulator on its own, until SIGINT/SIGTERM.
+pub fn ses_sim(path: &Path) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(crate::sim::run_standalone(path)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
-pub fn outbox_list(_dir: &Path, _json: bool) -> ExitCode {
-    eprintln!("outbox: not yet available");
-    ExitCode::FAILURE
+fn print_or_fail(result: anyhow::Result<String>) -> ExitCode {
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            if !text.is_empty() && !text.ends_with('\n') {
+                println!();
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
-pub fn outbox_show(_dir: &Path, _id: &str, _json: bool) -> ExitCode {
-    eprintln!("outbox: not yet available");
-    ExitCode::FAILURE
+/// `dkim-relay outbox list`.
+pub fn outbox_list(dir: &Path, json: bool) -> ExitCode {
+    print_or_fail(crate::sim::outbox_list_cli(dir, json))
+}
+
+/// `dkim-relay outbox show ID`.
+pub fn outbox_show(dir: &Path, id: &str, json: bool) -> ExitCode {
+    print_or_fail(crate::sim::outbox_show_cli(dir, id, json))
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use crate::config::reload::Live;
-use crate::config::{self, Endpoint, UpstreamTarget};
+use crate::config::{self, UpstreamTarget};
 use crate::relay::Relay;
 
 pub fn serve(path: &Path) -> ExitCode {
@@ -35,15 +35,17 @@ pub fn serve(path: &Path) -> ExitCode {
 }
 
 async fn run(path: &Path, snapshot: config::Snapshot) -> ExitCode {
-    let embedded: Option<Endpoint> = match &snapshot.upstream.target {
-        UpstreamTarget::Remote(_) => None,
-        UpstreamTarget::Simulator(settings) => match start_simulator(settings, &snapshot).await {
-            Ok(e) => Some(e),
-            Err(e) => {
-                eprintln!("error: cannot start the embedded SES simulator: {e}");
-                return ExitCode::FAILURE;
+    let (embedded, simulator) = match &snapshot.upstream.target {
+        UpstreamTarget::Remote(_) => (None, None),
+        UpstreamTarget::Simulator(settings) => {
+            match crate::sim::relay_upstream::start(settings, &snapshot).await {
+                Ok((e, sim)) => (Some(e), Some(sim)),
+                Err(e) => {
+                    eprintln!("error: cannot start the embedded SES simulator: {e}");
+                    return ExitCode::FAILURE;
+                }
             }
-        },
+        }
     };
     let listeners = match crate::server::bind(&snapshot.server.listen).await {
         Ok(l) => l,
@@ -62,15 +64,11 @@ async fn run(path: &Path, snapshot: config::Snapshot) -> ExitCode {
     if stopped.aborted > 0 {
         tracing::warn!(aborted = stopped.aborted, "stopped with connections cut");
     }
+    if let Some(sim) = simulator {
+        sim.shutdown().await;
+    }
     tracing::info!("dkim-relay stopped");
     ExitCode::SUCCESS
-}
-
-async fn start_simulator(
-    _settings: &crate::sim::config::SimSettings,
-    _snapshot: &config::Snapshot,
-) -> Result<Endpoint, String> {
-    Err("not yet available".into())
 }
 
 fn spawn_reload_on_sighup(live: Live) {

@@ -11,6 +11,7 @@
 pub mod config;
 pub mod deliver;
 pub mod outbox;
+pub mod relay_upstream;
 pub mod rules;
 pub mod server;
 pub mod session;

@@ -1,0 +1,52 @@
+//! The embedded simulator as the relay's upstream (`[upstream] simulator = true`): every
+//! configured domain becomes a verified identity with its custom MAIL FROM domain, the DNS view
+//! is built from the relay's own keys and records, and the relay reaches it exactly as it
+//! reaches SES — TCP, STARTTLS against a fresh CA, AUTH with a fresh account.
+
+use crate::config::Endpoint;
+
+/// Starts the SES simulator in-process on loopback with a fresh CA and account, and returns
+/// the endpoint the relay then uses exactly as it would use SES: TCP, STARTTLS, AUTH.
+pub async fn start(
+    settings: &crate::sim::config::SimSettings,
+    snapshot: &crate::config::Snapshot,
+) -> Result<(Endpoint, super::RunningSim), String> {
+    let domains: Vec<super::EmbeddedDomain> = snapshot
+        .domains
+        .values()
+        .map(|d| super::EmbeddedDomain {
+            name: d.name.clone(),
+            mail_from: d.mail_from.clone(),
+            selectors: d
+                .selectors
+                .values()
+                .map(|k| crate::dns::SelectorInfo {
+                    selector: k.selector.clone(),
+                    algorithm: k.algorithm,
+                    public_key: k.public_key.clone(),
+                    active: d.active.iter().any(|a| a.selector == k.selector),
+                })
+                .collect(),
+            dmarc: d.dmarc.clone(),
+        })
+        .collect();
+    let (sim, creds) = super::start_embedded(settings.clone(), &domains)
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(
+        starttls = %sim.starttls_addr,
+        region = %sim.region,
+        outbox = %sim.outbox.display(),
+        "embedded SES simulator running (read the verdicts with `dkim-relay outbox list`)"
+    );
+    let endpoint = Endpoint {
+        host: sim.starttls_addr.ip().to_string(),
+        port: sim.starttls_addr.port(),
+        tls: crate::config::TlsMode::StartTls,
+        ca_file: None,
+        extra_ca_pem: Some(sim.ca_pem.clone().into_bytes()),
+        username: creds.username.clone(),
+        password: crate::config::SecretEq(crate::config::Secret::new(creds.password.clone())),
+    };
+    Ok((endpoint, sim))
+}

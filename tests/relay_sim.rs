@@ -1,0 +1,169 @@
+//! The relay against its embedded SES simulator, as in staging and in the README's quick start:
+//! real TCP, STARTTLS and AUTH between them, and the simulator's verdict on what arrived.
+
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use dkim_relay::config::{self, UpstreamTarget, reload::Live};
+use dkim_relay::relay::Relay;
+use dkim_relay::sim::outbox;
+use support::{Keys, SmtpClient};
+
+struct Staging {
+    _dir: tempfile::TempDir,
+    outbox: std::path::PathBuf,
+    addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn staging(extra_domain: &str) -> Staging {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::generate();
+    let rsa = dir.path().join("s1.pem");
+    dkim_relay::dkim::keygen::write_private_key(&rsa, &keys.org_rsa.pkcs8_pem).unwrap();
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[upstream]\nsimulator = true\n\
+         [simulator]\nregion = \"eu-west-1\"\noutbox = \"outbox\"\n\
+         [domains.\"example.org\"]\nmail_from = \"mail.example.org\"\nsign = [\"s1\"]\n{extra_domain}\n\
+         [domains.\"example.org\".selectors.s1]\nalgorithm = \"rsa-sha256\"\nkey_file = \"{}\"\n",
+        rsa.display()
+    );
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, &text).unwrap();
+    let snapshot = config::load(&path).unwrap();
+    let UpstreamTarget::Simulator(settings) = &snapshot.upstream.target else {
+        panic!("not a simulator config")
+    };
+    let (endpoint, sim) = dkim_relay::sim::relay_upstream::start(settings, &snapshot)
+        .await
+        .unwrap();
+    let outbox = sim.outbox.clone();
+    let listeners = dkim_relay::server::bind(&snapshot.server.listen)
+        .await
+        .unwrap();
+    let addr = listeners[0].local_addr().unwrap();
+    let live = Live::new(&path, snapshot);
+    let relay = Relay::new(Some(endpoint));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        dkim_relay::server::run(listeners, live, Arc::clone(&relay), async {
+            let _ = rx.await;
+        })
+        .await;
+        sim.shutdown().await;
+    });
+    Staging {
+        _dir: dir,
+        outbox,
+        addr,
+        stop: Some(tx),
+        task,
+    }
+}
+
+impl Staging {
+    async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let _ = self.task.await;
+    }
+}
+
+fn message(from: &str, subject: &str) -> Vec<u8> {
+    format!(
+        "From: App <{from}>\r\nTo: someone@example.net\r\nSubject: {subject}\r\n\
+         Message-ID: <{subject}@app.example.org>\r\nDate: Sun, 22 Nov 2026 10:00:00 +0000\r\n\
+         DKIM-Signature: v=1; a=rsa-sha256; d=stale.example; s=x; h=From; bh=AAAA; b=AAAA\r\n\r\nhello\r\n"
+    )
+    .into_bytes()
+}
+
+fn find(outbox_dir: &Path, id: &str) -> (outbox::Record, Vec<u8>) {
+    outbox::show(outbox_dir, id).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relayed_message_passes_dkim_spf_and_dmarc_at_the_simulator() {
+    let st = staging("").await;
+    let mut c = SmtpClient::connect(st.addr).await;
+    c.cmd("EHLO app.test").await;
+    let r = c
+        .transaction(
+            "app@anything.test",
+            &["someone@example.net"],
+            &message("app@example.org", "one"),
+        )
+        .await;
+    assert_eq!(r.code, 250, "{r}");
+    let id = r.lines[0].strip_prefix("Ok ").unwrap().to_string();
+    let (record, eml) = find(&st.outbox, &id);
+    // SES's view: the rewritten envelope sender is the feedback destination; the delivered
+    // envelope is SES's VERP address at the custom MAIL FROM domain.
+    assert_eq!(record.mail_from, "app@mail.example.org");
+    assert_eq!(record.envelope_from, format!("{id}@mail.example.org"));
+    let v = &record.verdict;
+    let ours: Vec<_> = v
+        .dkim
+        .iter()
+        .filter(|d| d.domain == "example.org")
+        .collect();
+    assert_eq!(ours.len(), 1, "{v:?}");
+    assert_eq!(ours[0].result, "pass", "{v:?}");
+    assert!(ours[0].aligned);
+    assert!(
+        v.dkim.iter().all(|d| d.domain != "stale.example"),
+        "stale signature survived"
+    );
+    assert_eq!(
+        (v.spf.result.as_str(), v.spf.aligned),
+        ("pass", true),
+        "{v:?}"
+    );
+    assert_eq!(v.dmarc.result, "pass", "{v:?}");
+    // SES rewrote Message-ID for eu-west-1; our signature survived that.
+    let text = String::from_utf8_lossy(&eml);
+    assert!(
+        text.contains(&format!("Message-ID: <{id}@eu-west-1.amazonses.com>")),
+        "{text}"
+    );
+    // The null sender becomes the fixed mailbox, which SES accepts.
+    let r = c
+        .transaction(
+            "",
+            &["someone@example.net"],
+            &message("app@example.org", "two"),
+        )
+        .await;
+    assert_eq!(r.code, 250, "{r}");
+    let id2 = r.lines[0].strip_prefix("Ok ").unwrap().to_string();
+    assert_eq!(
+        find(&st.outbox, &id2).0.mail_from,
+        "bounce@mail.example.org"
+    );
+    st.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulator_refusals_reach_the_client_verbatim() {
+    let st = staging("").await;
+    let mut c = SmtpClient::connect(st.addr).await;
+    c.cmd("EHLO app.test").await;
+    // A Sender header for an unverified domain: SES checks it as an identity at end of DATA.
+    let msg = String::from_utf8(message("app@example.org", "three"))
+        .unwrap()
+        .replacen("\r\n\r\n", "\r\nSender: x@unverified.test\r\n\r\n", 1);
+    let r = c
+        .transaction("app@example.org", &["someone@example.net"], msg.as_bytes())
+        .await;
+    assert_eq!(r.code, 554, "{r}");
+    assert!(
+        r.lines[0].starts_with("Message rejected: Email address is not verified. The following identities failed the check in region EU-WEST-1:"),
+        "{r}"
+    );
+    assert!(outbox::list(&st.outbox).unwrap_or_default().is_empty());
+    st.stop().await;
+}

@@ -23,6 +23,20 @@ pub fn init_logging() {
         .try_init();
 }
 
+/// The multi-threaded tokio runtime the long-running commands use.
+pub(crate) fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            None
+        }
+    }
+}
+
 pub(crate) fn print_diagnostics(diags: &[Diagnostic]) {
     for d in diags {
         eprintln!("{d}");
@@ -176,16 +190,7 @@ pub fn records_for(snapshot: &config::Snapshot) -> Vec<crate::dns::Record> {
     let region = region_of(snapshot);
     let mut out = Vec::new();
     for d in snapshot.domains.values() {
-        let selectors = d
-            .selectors
-            .values()
-            .map(|k| crate::dns::SelectorInfo {
-                selector: k.selector.clone(),
-                algorithm: k.algorithm,
-                public_key: k.public_key.clone(),
-                active: d.active.iter().any(|a| a.selector == k.selector),
-            })
-            .collect();
+        let selectors = d.selector_infos();
         out.extend(crate::dns::domain_records(
             &crate::dns::DomainRecordsInput {
                 domain: d.name.clone(),
@@ -201,15 +206,8 @@ pub fn records_for(snapshot: &config::Snapshot) -> Vec<crate::dns::Record> {
 
 /// `dkim-relay ses-sim`: the simulator on its own, until SIGINT/SIGTERM.
 pub fn ses_sim(path: &Path) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(crate::sim::run_standalone(path)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -221,6 +221,22 @@ pub fn ses_forbids_signing(name: &str) -> bool {
     ) || n.starts_with("x-ses-")
 }
 
+impl Domain {
+    /// Every configured selector as the DNS module describes it (for `dns`, the simulator's
+    /// DNS view, and publication checks).
+    pub fn selector_infos(&self) -> Vec<crate::dns::SelectorInfo> {
+        self.selectors
+            .values()
+            .map(|k| crate::dns::SelectorInfo {
+                selector: k.selector.clone(),
+                algorithm: k.algorithm,
+                public_key: k.public_key.clone(),
+                active: self.active.iter().any(|a| a.selector == k.selector),
+            })
+            .collect()
+    }
+}
+
 impl Snapshot {
     /// The domain entry that signs for a header-From domain (A-label, any case), honouring
     /// each domain's `subdomains` switch. The most specific configured domain wins.

@@ -17,16 +17,7 @@ pub async fn start(
         .map(|d| super::EmbeddedDomain {
             name: d.name.clone(),
             mail_from: d.mail_from.clone(),
-            selectors: d
-                .selectors
-                .values()
-                .map(|k| crate::dns::SelectorInfo {
-                    selector: k.selector.clone(),
-                    algorithm: k.algorithm,
-                    public_key: k.public_key.clone(),
-                    active: d.active.iter().any(|a| a.selector == k.selector),
-                })
-                .collect(),
+            selectors: d.selector_infos(),
             dmarc: d.dmarc.clone(),
         })
         .collect();

@@ -144,6 +144,51 @@ async fn command(
     .await
 }
 
+/// Reads the 220 greeting.
+async fn greeting(
+    stream: &mut (impl AsyncRead + Unpin),
+    buf: &mut Vec<u8>,
+    limit: Duration,
+) -> Result<(), UpstreamError> {
+    let greeting = timed(limit, "greeting", read_reply(stream, buf)).await?;
+    if greeting.code != 220 {
+        return Err(UpstreamError::Greeting(greeting));
+    }
+    Ok(())
+}
+
+/// Sends EHLO and insists on 250 (the capabilities decide STARTTLS and AUTH).
+async fn ehlo(
+    stream: &mut (impl AsyncRead + AsyncWrite + Unpin),
+    buf: &mut Vec<u8>,
+    helo_name: &str,
+    limit: Duration,
+) -> Result<Reply, UpstreamError> {
+    let reply = command(stream, buf, &format!("EHLO {helo_name}"), limit, "EHLO").await?;
+    if reply.code != 250 {
+        return Err(UpstreamError::Refused {
+            stage: "EHLO",
+            reply,
+        });
+    }
+    Ok(reply)
+}
+
+/// The TLS handshake, under its own timeout.
+async fn handshake(
+    connector: &TlsConnector,
+    name: ServerName<'static>,
+    tcp: TcpStream,
+    limit: Duration,
+    target: &str,
+) -> Result<TlsStream<TcpStream>, UpstreamError> {
+    match tokio::time::timeout(limit, connector.connect(name, tcp)).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(UpstreamError::Tls(target.to_string(), e)),
+        Err(_) => Err(UpstreamError::Timeout("TLS handshake")),
+    }
+}
+
 fn capabilities(ehlo: &Reply) -> Vec<String> {
     ehlo.lines
         .iter()
@@ -181,57 +226,17 @@ impl Connection {
 
         let (mut stream, ehlo) = match endpoint.tls {
             TlsMode::Implicit => {
-                let mut stream = match tokio::time::timeout(
-                    settings.tls_timeout,
-                    connector.connect(server_name, tcp),
-                )
-                .await
-                {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => return Err(UpstreamError::Tls(target, e)),
-                    Err(_) => return Err(UpstreamError::Timeout("TLS handshake")),
-                };
-                let greeting = timed(cmd_t, "greeting", read_reply(&mut stream, &mut buf)).await?;
-                if greeting.code != 220 {
-                    return Err(UpstreamError::Greeting(greeting));
-                }
-                let ehlo = command(
-                    &mut stream,
-                    &mut buf,
-                    &format!("EHLO {helo_name}"),
-                    cmd_t,
-                    "EHLO",
-                )
-                .await?;
-                if ehlo.code != 250 {
-                    return Err(UpstreamError::Refused {
-                        stage: "EHLO",
-                        reply: ehlo,
-                    });
-                }
-                (stream, ehlo)
+                let mut stream =
+                    handshake(&connector, server_name, tcp, settings.tls_timeout, &target).await?;
+                greeting(&mut stream, &mut buf, cmd_t).await?;
+                let reply = ehlo(&mut stream, &mut buf, helo_name, cmd_t).await?;
+                (stream, reply)
             }
             TlsMode::StartTls => {
                 let mut tcp = tcp;
-                let greeting = timed(cmd_t, "greeting", read_reply(&mut tcp, &mut buf)).await?;
-                if greeting.code != 220 {
-                    return Err(UpstreamError::Greeting(greeting));
-                }
-                let ehlo = command(
-                    &mut tcp,
-                    &mut buf,
-                    &format!("EHLO {helo_name}"),
-                    cmd_t,
-                    "EHLO",
-                )
-                .await?;
-                if ehlo.code != 250 {
-                    return Err(UpstreamError::Refused {
-                        stage: "EHLO",
-                        reply: ehlo,
-                    });
-                }
-                if !capabilities(&ehlo).iter().any(|c| c == "STARTTLS") {
+                greeting(&mut tcp, &mut buf, cmd_t).await?;
+                let reply = ehlo(&mut tcp, &mut buf, helo_name, cmd_t).await?;
+                if !capabilities(&reply).iter().any(|c| c == "STARTTLS") {
                     return Err(UpstreamError::NoStartTls(target));
                 }
                 let ready = command(&mut tcp, &mut buf, "STARTTLS", cmd_t, "STARTTLS").await?;
@@ -244,31 +249,11 @@ impl Connection {
                 // Anything the server sent before the handshake is not trustworthy
                 // (CVE-2011-0411 class): drop it.
                 buf.clear();
-                let mut stream = match tokio::time::timeout(
-                    settings.tls_timeout,
-                    connector.connect(server_name, tcp),
-                )
-                .await
-                {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => return Err(UpstreamError::Tls(target, e)),
-                    Err(_) => return Err(UpstreamError::Timeout("TLS handshake")),
-                };
-                let ehlo = command(
-                    &mut stream,
-                    &mut buf,
-                    &format!("EHLO {helo_name}"),
-                    cmd_t,
-                    "EHLO",
-                )
-                .await?;
-                if ehlo.code != 250 {
-                    return Err(UpstreamError::Refused {
-                        stage: "EHLO",
-                        reply: ehlo,
-                    });
-                }
-                (stream, ehlo)
+                let mut stream =
+                    handshake(&connector, server_name, tcp, settings.tls_timeout, &target).await?;
+                // RFC 3207 §4.2: forget everything learnt before TLS; ask again.
+                let reply = ehlo(&mut stream, &mut buf, helo_name, cmd_t).await?;
+                (stream, reply)
             }
         };
 

@@ -381,6 +381,7 @@ async fn upstream_unreachable_is_temporary() {
         envelope_local_part: None,
         max_message_size: None,
         upstream_data_timeout_secs: None,
+        upstream_extra: String::new(),
     })
     .await;
     let r = relay
@@ -579,6 +580,22 @@ async fn per_session_cap_421_at_mail_is_retried_on_fresh_connection() {
     assert_eq!(got.len(), 2);
     assert_eq!(upstream.connections(), 2);
     assert_eq!((got[0].conn, got[1].conn), (0, 1));
+}
+
+/// SES caps messages per connection: the pool rotates a connection after
+/// `max_messages_per_connection` messages instead of waiting for SES's 421.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_rotates_connections_after_the_message_cap() {
+    let upstream = TestUpstream::start(UpstreamOptions::default()).await;
+    let mut options = RelayOptions::for_upstream(&upstream);
+    options.upstream_extra = "max_messages_per_connection = 2\npool_size = 1\n".into();
+    let relay = TestRelay::start(options).await;
+    let msg = simple_message("app@example.org", "rotate");
+    for _ in 0..5 {
+        assert_ok_id(&relay.send("app@x.test", &["r@example.com"], &msg).await);
+    }
+    let conns: Vec<usize> = upstream.received().iter().map(|r| r.conn).collect();
+    assert_eq!(conns, vec![0, 0, 1, 1, 2]);
 }
 
 /// An upstream 421 after the message means the upstream is closing *its* connection. Passed on

@@ -690,6 +690,8 @@ pub struct RelayOptions {
     pub max_message_size: Option<usize>,
     /// `[upstream] data_timeout_secs` (10 when unset).
     pub upstream_data_timeout_secs: Option<u64>,
+    /// Extra lines for the `[upstream]` table (pool settings and such).
+    pub upstream_extra: String,
 }
 
 impl RelayOptions {
@@ -709,6 +711,7 @@ impl RelayOptions {
             envelope_local_part: None,
             max_message_size: None,
             upstream_data_timeout_secs: None,
+            upstream_extra: String::new(),
         }
     }
 }
@@ -759,6 +762,7 @@ command_timeout_secs = 10
 data_timeout_secs = {data_timeout}
 connect_timeout_secs = 5
 tls_timeout_secs = 5
+{upstream_extra}
 
 [domains."example.org"]
 mail_from = "mail.example.org"
@@ -787,6 +791,7 @@ key_file = "keys/net-e1.pem"
             pass = options.password,
             profile = options.profile,
             data_timeout = options.upstream_data_timeout_secs.unwrap_or(10),
+            upstream_extra = options.upstream_extra,
         )
     }
 

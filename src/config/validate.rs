@@ -700,14 +700,15 @@ fn domain(
         );
         ok = false;
     }
-    if !active.is_empty() && !active.iter().any(|k| widely_verified(k.algorithm)) {
-        if profile == Profile::Ses {
-            cx.warn(
-                &at("sign"),
-                "Ed25519-only signing: most large receivers do not verify ed25519-sha256 yet, so \
-                 DMARC would rest on SPF alone",
-            );
-        }
+    if !active.is_empty()
+        && !active.iter().any(|k| widely_verified(k.algorithm))
+        && profile == Profile::Ses
+    {
+        cx.warn(
+            &at("sign"),
+            "Ed25519-only signing: most large receivers do not verify ed25519-sha256 yet, so \
+             DMARC would rest on SPF alone",
+        );
     }
     let headers = match &raw.headers {
         Some(h) => h.clone(),

@@ -78,7 +78,7 @@ async fn run(path: &Path, mut snapshot: config::Snapshot) -> ExitCode {
     let live = Live::new(path, snapshot);
     let relay = Relay::new(embedded);
     spawn_reload_on_sighup(live.clone());
-    let watcher = tokio::spawn(config::watch::run(live.clone()));
+    let watcher = config::watch::spawn(live.clone());
     let stopped = crate::server::run(listeners, live, Arc::clone(&relay), shutdown_signal()).await;
     watcher.abort();
     if stopped.aborted > 0 {

@@ -64,11 +64,16 @@ pub fn fingerprint(files: &[PathBuf]) -> Fingerprint {
     files.iter().map(|f| (f.clone(), stamp(f))).collect()
 }
 
-/// Polls every `watch_interval` (read from the snapshot in force, so a reload can change it or
-/// turn watching on and off) and reloads on change. Runs until the task is dropped.
-pub async fn run(live: Live) {
-    let mut files = watched_files(live.path(), &live.snapshot());
-    let mut last = fingerprint(&files);
+/// Starts the watcher: takes the files' fingerprint now (so a change right after this call is
+/// seen), then polls every `watch_interval` (read from the snapshot in force, so a reload can
+/// change it or turn watching on and off) and reloads on change. Runs until aborted.
+pub fn spawn(live: Live) -> tokio::task::JoinHandle<()> {
+    let files = watched_files(live.path(), &live.snapshot());
+    let last = fingerprint(&files);
+    tokio::spawn(run(live, files, last))
+}
+
+async fn run(live: Live, mut files: Vec<PathBuf>, mut last: Fingerprint) {
     loop {
         let settings = live.snapshot().reload.clone();
         tokio::time::sleep(settings.watch_interval).await;

@@ -33,6 +33,8 @@ struct Upstream {
     addr: SocketAddr,
     ca_pem: String,
     inbox: Inbox,
+    /// TCP connections accepted so far.
+    connections: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 async fn start_upstream() -> Upstream {
@@ -61,12 +63,15 @@ async fn start_upstream() -> Upstream {
     let addr = listener.local_addr().unwrap();
     let inbox: Inbox = Arc::default();
     let store = Arc::clone(&inbox);
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = Arc::clone(&connections);
     tokio::spawn(async move {
         let mut next_id = 0u64;
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
                 continue;
             };
+            counter.fetch_add(1, Ordering::SeqCst);
             let acceptor = acceptor.clone();
             let store = Arc::clone(&store);
             next_id += 1;
@@ -83,6 +88,7 @@ async fn start_upstream() -> Upstream {
         addr,
         ca_pem: ca_cert.pem(),
         inbox,
+        connections,
     }
 }
 
@@ -471,6 +477,14 @@ async fn reloads_under_load_lose_nothing_and_sign_with_the_accepted_selector() {
         assert_eq!(v.dkim[0].result, "pass", "message {id}: {:?}", v.dkim[0]);
     }
     assert_eq!(inbox.len(), CLIENTS * PER_CLIENT);
+    // The upstream settings never changed, so reloads kept the pool: connections were reused
+    // (at most pool_size at a time, each for up to 50 messages) instead of one per message.
+    let upstream_connections = upstream.connections.load(Ordering::SeqCst);
+    assert!(
+        upstream_connections <= CLIENTS * PER_CLIENT / 4,
+        "{upstream_connections} upstream connections for {} messages",
+        CLIENTS * PER_CLIENT
+    );
     relay.stop().await;
 }
 
@@ -638,4 +652,81 @@ async fn watch_reloads_on_a_kubernetes_style_symlink_swap() {
     );
     watcher.abort();
     relay.stop().await;
+}
+
+/// The binary: SIGHUP switches the selector; a broken configuration on SIGHUP is refused and the
+/// relay keeps signing with what it had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_running_binary() {
+    use tokio::io::AsyncBufReadExt as _;
+    let upstream = start_upstream().await;
+    let files = Files::new(&upstream);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("listen = \"127.0.0.1:{port}\"");
+    let text = |sel: &str| {
+        files
+            .text(sel, None, "")
+            .replace("listen = \"127.0.0.1:0\"", &listen)
+    };
+    files.write(&text("sa"));
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_dkim-relay"))
+        .args(["serve", "--config"])
+        .arg(files.path())
+        .env("NO_COLOR", "1")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap().to_string();
+    let mut log = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut wait_for = async |needle: &str| {
+        loop {
+            let line = tokio::time::timeout(T, log.next_line())
+                .await
+                .unwrap_or_else(|_| panic!("no log line containing {needle:?}"))
+                .unwrap()
+                .unwrap_or_else(|| panic!("relay exited before logging {needle:?}"));
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    };
+    wait_for("dkim-relay listening").await;
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let hup = || {
+        std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+    };
+
+    assert_eq!(send_message(addr, "h1", async {}).await.0, 250);
+    files.write(&text("sb"));
+    assert!(hup().success());
+    wait_for("configuration reloaded").await;
+    assert_eq!(send_message(addr, "h2", async {}).await.0, 250);
+
+    files.write("[server\nbroken");
+    assert!(hup().success());
+    wait_for("the running configuration stays in force").await;
+    assert_eq!(send_message(addr, "h3", async {}).await.0, 250);
+
+    let inbox = upstream.inbox.lock().unwrap().clone();
+    assert_eq!(selector_of(&inbox["h1"]), "sa");
+    assert_eq!(selector_of(&inbox["h2"]), "sb");
+    assert_eq!(selector_of(&inbox["h3"]), "sb");
+
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
 }

@@ -362,6 +362,28 @@ fn require_published_keeps_the_previous_selector() {
     assert!(held.is_empty());
 }
 
+#[test]
+fn require_published_leaves_out_a_new_domain_until_published() {
+    let mut next = snapshot("", "[reload]\nrequire_published = true");
+    // Pretend example.org is new: the previous snapshot has no domains.
+    let mut previous = snapshot("", "");
+    previous.domains.clear();
+    let held = block(config::publish::enforce(
+        Some(&previous),
+        &mut next,
+        &StaticLookup::new(),
+    ))
+    .unwrap();
+    assert_eq!(held.len(), 1);
+    assert!(held[0].message.contains("not enabled"), "{held:?}");
+    assert!(next.domains.is_empty());
+    assert!(
+        next.warnings
+            .iter()
+            .any(|w| w.message.contains("not enabled"))
+    );
+}
+
 trait WithSign {
     fn with_sign(self, domain: &str, selector: &str) -> Self;
 }

@@ -89,12 +89,21 @@ impl Live {
         if super::publish::needed(&fresh) {
             let previous = self.snapshot();
             let no_dns = NoLookup("a synchronous reload cannot query DNS");
+            let source = fresh.source.clone();
             let held = poll_ready(super::publish::enforce(
                 Some(&previous),
                 &mut fresh,
                 &no_dns,
             ))
-            .unwrap_or_else(|| Err(vec![]))?;
+            .unwrap_or_else(|| {
+                Err(vec![Diagnostic {
+                    severity: super::Severity::Error,
+                    file: source,
+                    line: None,
+                    key: "reload.require_published".into(),
+                    message: "the publication check did not complete; reload with SIGHUP".into(),
+                }])
+            })?;
             for d in &held {
                 tracing::warn!("reload: {d}");
             }
@@ -129,7 +138,13 @@ impl Live {
                 Some(l) => Arc::clone(l),
                 None => match HickoryLookup::new(&fresh.dns) {
                     Ok(l) => Arc::new(l),
-                    Err(e) => Arc::new(NoLookup(leak_reason(e.0))),
+                    Err(e) => {
+                        // Fail safe: every newly active selector is held back, with this reason.
+                        tracing::warn!(error = %e, "require_published: no DNS resolver");
+                        Arc::new(NoLookup(
+                            "no usable DNS resolver (check [dns] nameserver or /etc/resolv.conf)",
+                        ))
+                    }
                 },
             };
             held_back =
@@ -141,12 +156,6 @@ impl Live {
             held_back,
         })
     }
-}
-
-/// `NoLookup` takes a static reason; resolver construction failures are rare (no resolv.conf),
-/// so a fixed message is enough.
-fn leak_reason(_why: String) -> &'static str {
-    "no usable DNS resolver (check [dns] nameserver or /etc/resolv.conf)"
 }
 
 /// Drives a future that never waits (the [`NoLookup`] path) without a runtime: it completes

@@ -158,8 +158,30 @@ fn spf_rules() {
         mail_from_spf(m, &s(&["v=spf1 include:amazonses.com +all"])).status,
         Status::Warn
     );
-    // v=spf10 is not an SPF record.
+    // v=spf10 is not an SPF record; odd bytes from DNS never panic.
     assert_eq!(mail_from_spf(m, &s(&["v=spf10 x"])).status, Status::Fail);
+    assert_eq!(
+        mail_from_spf(m, &s(&["v=spfé1", "é", "v=sp"])).status,
+        Status::Fail
+    );
+    assert_eq!(
+        dkim_record("example.org", &rsa(), &["é=é; p=é".into()]).status,
+        Status::Fail
+    );
+    dmarc_tags_never_panic();
+}
+
+fn dmarc_tags_never_panic() {
+    let snap = snapshot("", "");
+    let d = snap.domains.get("example.org").unwrap();
+    for v in [
+        "v=DMARC1; p=é",
+        "v=DMARC1;;;",
+        "v=DMARC1; pct=é; p=reject",
+        "v=DMARC1 p",
+    ] {
+        let _ = dmarc(d, &[v.to_string()]);
+    }
 }
 
 fn statuses(checks: &[Check]) -> Vec<(Status, String)> {

@@ -370,7 +370,7 @@ async fn reloads_under_load_lose_nothing_and_sign_with_the_accepted_selector() {
         };
         tokio::spawn(async move {
             let (mut good, mut refused, mut i) = (0u32, 0u32, 0usize);
-            while !done.load(Ordering::SeqCst) || i < 20 {
+            while !done.load(Ordering::SeqCst) || i < 30 {
                 let pick = i % 6;
                 i += 1;
                 let _g = gate.lock().await;

@@ -477,6 +477,8 @@ async fn reloads_under_load_lose_nothing_and_sign_with_the_accepted_selector() {
         assert_eq!(v.dkim[0].result, "pass", "message {id}: {:?}", v.dkim[0]);
     }
     assert_eq!(inbox.len(), CLIENTS * PER_CLIENT);
+    // Reloads really happened while messages flowed: both selectors signed some of them.
+    assert_eq!(seen.len(), 2, "{seen:?}");
     // The upstream settings never changed, so reloads kept the pool: connections were reused
     // (at most pool_size at a time, each for up to 50 messages) instead of one per message.
     let upstream_connections = upstream.connections.load(Ordering::SeqCst);

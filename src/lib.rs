@@ -23,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod dkim;
 pub mod dns;
+pub mod doctor;
 pub mod message;
 pub mod net;
 pub mod relay;

@@ -59,6 +59,17 @@ enum Command {
         #[arg(long, default_value = "zone", value_parser = ["zone", "route53", "json"])]
         format: String,
     },
+    /// Look the records the configuration needs up in live DNS (DKIM keys, MAIL FROM MX and
+    /// SPF, DMARC, key sizes and ages); one PASS/WARN/FAIL line per check, with the fix.
+    /// Exit 0 when nothing failed, 1 on any FAIL, 2 when the configuration is invalid.
+    Doctor {
+        #[arg(long, default_value = "config.toml")]
+        config: PathBuf,
+        /// Ask this name server (IP:PORT, UDP and TCP) instead of `[dns] nameserver` or the
+        /// system resolver.
+        #[arg(long)]
+        nameserver: Option<std::net::SocketAddr>,
+    },
     /// Run the SES SMTP simulator on its own (staging; any SMTP client can use it).
     SesSim {
         #[arg(long, default_value = "sim.toml")]
@@ -100,6 +111,7 @@ fn main() -> ExitCode {
             keys_dir,
         } => dkim_relay::cli::keygen(&domain, &selector, &algorithm, bits, &keys_dir),
         Command::Dns { config, format } => dkim_relay::cli::dns(&config, &format),
+        Command::Doctor { config, nameserver } => dkim_relay::cli::doctor(&config, nameserver),
         Command::SesSim { config } => dkim_relay::cli::ses_sim(&config),
         Command::Outbox { dir, json, action } => match action {
             OutboxAction::List => dkim_relay::cli::outbox_list(&dir, json),

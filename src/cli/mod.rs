@@ -43,9 +43,48 @@ pub(crate) fn print_diagnostics(diags: &[Diagnostic]) {
     }
 }
 
-/// `dkim-relay check`.
+/// A small runtime for the commands that query DNS.
+fn small_runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        })
+}
+
+/// `require_published` as at first start: every active selector of a domain that requires
+/// publication must be live in DNS. `nameserver` overrides `[dns] nameserver`.
+fn enforce_published(
+    snapshot: &mut config::Snapshot,
+    nameserver: Option<std::net::SocketAddr>,
+) -> Result<(), Vec<Diagnostic>> {
+    if !config::publish::needed(snapshot) {
+        return Ok(());
+    }
+    let error = |message: String| Diagnostic {
+        severity: Severity::Error,
+        file: snapshot.source.clone(),
+        line: None,
+        key: "dns".into(),
+        message,
+    };
+    let rt = small_runtime().map_err(|_| vec![error("cannot start the async runtime".into())])?;
+    let lookup = crate::doctor::HickoryLookup::with(
+        nameserver.or(snapshot.dns.nameserver),
+        snapshot.dns.timeout,
+    )
+    .map_err(|e| vec![error(format!("require_published needs DNS: {e}"))])?;
+    rt.block_on(config::publish::enforce(None, snapshot, &lookup))
+        .map(|_| ())
+}
+
+/// `dkim-relay check`: the validation `serve` and a reload do, including `require_published`
+/// (looked up in DNS), without touching a running relay.
 pub fn check(path: &Path) -> ExitCode {
-    match config::load(path) {
+    let loaded = config::load(path).and_then(|mut s| enforce_published(&mut s, None).map(|_| s));
+    match loaded {
         Ok(snapshot) => {
             print_diagnostics(&snapshot.warnings);
             print!("{}", snapshot.describe());
@@ -69,6 +108,55 @@ pub fn check(path: &Path) -> ExitCode {
             );
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `dkim-relay doctor`: looks every record the configuration needs up in live DNS and prints
+/// one PASS/WARN/FAIL line per check. Exit 1 on any FAIL, 2 when the configuration is invalid.
+pub fn doctor(path: &Path, nameserver: Option<std::net::SocketAddr>) -> ExitCode {
+    let snapshot = match config::load(path) {
+        Ok(s) => s,
+        Err(diags) => {
+            print_diagnostics(&diags);
+            eprintln!("{}: configuration refused", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match small_runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let lookup = match crate::doctor::HickoryLookup::with(
+        nameserver.or(snapshot.dns.nameserver),
+        snapshot.dns.timeout,
+    ) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let region = region_of(&snapshot);
+    let checks = rt.block_on(crate::doctor::diagnose(
+        &snapshot,
+        &region,
+        &lookup,
+        std::time::SystemTime::now(),
+    ));
+    for c in &checks {
+        println!("{c}");
+    }
+    let count = |s: crate::doctor::Status| checks.iter().filter(|c| c.status == s).count();
+    eprintln!(
+        "{} pass, {} warn, {} fail",
+        count(crate::doctor::Status::Pass),
+        count(crate::doctor::Status::Warn),
+        count(crate::doctor::Status::Fail)
+    );
+    if crate::doctor::any_failed(&checks) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

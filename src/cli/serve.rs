@@ -1,5 +1,6 @@
 //! `dkim-relay serve`: load, start (with the embedded simulator when configured), serve until
-//! SIGTERM/SIGINT; SIGHUP reloads.
+//! SIGTERM/SIGINT; SIGHUP reloads, and so does a change to the watched files when
+//! `[reload] watch = true`.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -27,7 +28,26 @@ pub fn serve(path: &Path) -> ExitCode {
     runtime.block_on(run(path, snapshot))
 }
 
-async fn run(path: &Path, snapshot: config::Snapshot) -> ExitCode {
+async fn run(path: &Path, mut snapshot: config::Snapshot) -> ExitCode {
+    if config::publish::needed(&snapshot) {
+        let refused = match crate::doctor::HickoryLookup::new(&snapshot.dns) {
+            Ok(lookup) => config::publish::enforce(None, &mut snapshot, &lookup)
+                .await
+                .err(),
+            Err(e) => Some(vec![config::Diagnostic {
+                severity: config::Severity::Error,
+                file: path.to_path_buf(),
+                line: None,
+                key: "dns".into(),
+                message: format!("require_published needs DNS: {e}"),
+            }]),
+        };
+        if let Some(diags) = refused {
+            super::print_diagnostics(&diags);
+            eprintln!("{}: configuration refused; nothing started", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
     let (embedded, simulator) = match &snapshot.upstream.target {
         UpstreamTarget::Remote(_) => (None, None),
         UpstreamTarget::Simulator(settings) => {
@@ -53,7 +73,9 @@ async fn run(path: &Path, snapshot: config::Snapshot) -> ExitCode {
     let live = Live::new(path, snapshot);
     let relay = Relay::new(embedded);
     spawn_reload_on_sighup(live.clone());
+    let watcher = config::watch::spawn(live.clone());
     let stopped = crate::server::run(listeners, live, Arc::clone(&relay), shutdown_signal()).await;
+    watcher.abort();
     if stopped.aborted > 0 {
         tracing::warn!(aborted = stopped.aborted, "stopped with connections cut");
     }
@@ -72,19 +94,10 @@ fn spawn_reload_on_sighup(live: Live) {
             return;
         };
         while hup.recv().await.is_some() {
-            match live.reload() {
-                Ok(s) => {
-                    for w in &s.warnings {
-                        tracing::warn!("{w}");
-                    }
-                    tracing::info!(domains = s.domains.len(), "configuration reloaded");
-                }
-                Err(diags) => {
-                    for d in &diags {
-                        tracing::error!("reload refused: {d}");
-                    }
-                    tracing::error!("reload refused; the running configuration stays in force");
-                }
+            tracing::info!("SIGHUP: reloading");
+            match live.reload_checked().await {
+                Ok(r) => config::reload::log_reloaded(&r),
+                Err(diags) => config::reload::log_refused(&diags),
             }
         }
     });

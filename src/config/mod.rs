@@ -6,8 +6,10 @@
 //! keeps the snapshot it started with; a reload builds a new one and swaps it in only when it is
 //! whole ([`reload`]).
 
+pub mod publish;
 pub mod raw;
 pub mod reload;
+pub mod watch;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -178,6 +180,8 @@ pub struct Domain {
     pub configuration_set: Option<String>,
     pub expiration: Option<u64>,
     pub dmarc: Option<String>,
+    /// A newly active selector must be published in DNS (and match its key) before it signs.
+    pub require_published: bool,
     /// Selectors that sign, in order.
     pub active: Vec<Arc<SelectorKey>>,
     /// Every configured selector, active or merely published.
@@ -190,8 +194,31 @@ pub struct Snapshot {
     pub source: PathBuf,
     pub server: Server,
     pub upstream: Upstream,
+    pub reload: ReloadSettings,
+    pub dns: DnsSettings,
     pub domains: BTreeMap<String, Arc<Domain>>,
     pub warnings: Vec<Diagnostic>,
+}
+
+/// `[reload]`, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadSettings {
+    /// Poll the configuration and key files and reload when they change.
+    pub watch: bool,
+    pub watch_interval: Duration,
+    /// The global default of every domain's `require_published`.
+    pub require_published: bool,
+    /// Rotation age: `doctor` warns about keys whose file is older than this.
+    pub key_max_age: Duration,
+}
+
+/// `[dns]`, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsSettings {
+    /// `None`: the system resolver configuration.
+    pub nameserver: Option<SocketAddr>,
+    /// Per lookup.
+    pub timeout: Duration,
 }
 
 /// The headers signed by default (when present), and those signed once more than they occur.
@@ -351,6 +378,20 @@ impl Snapshot {
             u.command_timeout.as_secs(),
             u.data_timeout.as_secs()
         ));
+        let r = &self.reload;
+        out.push_str(&format!(
+            "\n[reload]\nwatch = {}\nwatch_interval_secs = {}\nrequire_published = {}\nkey_max_age_days = {}\n",
+            r.watch,
+            r.watch_interval.as_secs(),
+            r.require_published,
+            r.key_max_age.as_secs() / 86_400
+        ));
+        out.push_str("\n[dns]\n");
+        match self.dns.nameserver {
+            Some(ns) => out.push_str(&format!("nameserver = \"{ns}\"\n")),
+            None => out.push_str("# nameserver: the system resolver (resolv.conf)\n"),
+        }
+        out.push_str(&format!("timeout_secs = {}\n", self.dns.timeout.as_secs()));
         for d in self.domains.values() {
             out.push_str(&format!("\n[domains.\"{}\"]\n", d.name));
             out.push_str(&format!("mail_from = \"{}\"\n", d.mail_from));
@@ -381,6 +422,7 @@ impl Snapshot {
             if let Some(x) = d.expiration {
                 out.push_str(&format!("expiration_secs = {x}\n"));
             }
+            out.push_str(&format!("require_published = {}\n", d.require_published));
             for k in d.selectors.values() {
                 out.push_str(&format!(
                     "[domains.\"{}\".selectors.{}]  # {}{}\nalgorithm = \"{}\"\nkey_file = \"{}\"\n",

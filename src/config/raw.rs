@@ -19,7 +19,33 @@ pub struct RawConfig {
     #[serde(default)]
     pub simulator: Option<crate::sim::config::RawSim>,
     #[serde(default)]
+    pub reload: RawReload,
+    #[serde(default)]
+    pub dns: RawDns,
+    #[serde(default)]
     pub domains: BTreeMap<String, RawDomain>,
+}
+
+/// `[reload]`: how configuration and key changes are picked up, and key rotation policy.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawReload {
+    /// Poll the config file and every key file and reload on change (as SIGHUP does).
+    pub watch: Option<bool>,
+    pub watch_interval_secs: Option<u64>,
+    /// A selector becomes active only once its DNS record is published and matches.
+    pub require_published: Option<bool>,
+    /// Keys older than this are reported by `doctor` (rotation age).
+    pub key_max_age_days: Option<u64>,
+}
+
+/// `[dns]`: the name server used by `doctor` and by `require_published` checks.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawDns {
+    /// `IP:PORT` (or a bare IP, port 53); absent: the system resolver (resolv.conf).
+    pub nameserver: Option<String>,
+    pub timeout_secs: Option<u64>,
 }
 
 /// `listen` takes one address or a list.
@@ -103,6 +129,8 @@ pub struct RawDomain {
     pub expiration_secs: Option<u64>,
     /// The DMARC record to publish (`dkim-relay dns`) and to assume in the simulator.
     pub dmarc: Option<String>,
+    /// Overrides `[reload] require_published` for this domain.
+    pub require_published: Option<bool>,
     #[serde(default)]
     pub selectors: BTreeMap<String, RawSelector>,
 }

@@ -2,43 +2,201 @@
 //!
 //! Readers take a clone of the `Arc` (cheap) and keep it for the whole session, so a
 //! transaction never sees half of an old and half of a new configuration.
+//!
+//! A reload builds and validates a complete new snapshot ([`super::load`]), applies
+//! `require_published` against the snapshot in force ([`super::publish`]), and only then swaps.
+//! Reloads are serialized (SIGHUP and the file watcher share one async lock), and each swap
+//! carries a ticket taken when the reload started, so a slower, older reload can never replace
+//! the result of a newer one.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use super::{Diagnostic, Snapshot};
+use crate::doctor::{HickoryLookup, Lookup, NoLookup};
 
 /// Shared handle to the configuration in force.
 #[derive(Clone)]
 pub struct Live {
-    current: Arc<RwLock<Arc<Snapshot>>>,
+    current: Arc<RwLock<(u64, Arc<Snapshot>)>>,
     path: PathBuf,
+    tickets: Arc<AtomicU64>,
+    serial: Arc<tokio::sync::Mutex<()>>,
+    /// DNS for `require_published`; `None`: built from each new snapshot's `[dns]`.
+    lookup: Option<Arc<dyn Lookup>>,
+}
+
+/// A successful reload: the snapshot now in force and what `require_published` held back.
+#[derive(Debug)]
+pub struct Reloaded {
+    pub snapshot: Arc<Snapshot>,
+    /// One warning per domain that kept its previous selector (or was left out).
+    pub held_back: Vec<Diagnostic>,
 }
 
 impl Live {
     pub fn new(path: &Path, snapshot: Snapshot) -> Self {
         Live {
-            current: Arc::new(RwLock::new(Arc::new(snapshot))),
+            current: Arc::new(RwLock::new((0, Arc::new(snapshot)))),
             path: path.to_path_buf(),
+            tickets: Arc::new(AtomicU64::new(1)),
+            serial: Arc::new(tokio::sync::Mutex::new(())),
+            lookup: None,
         }
+    }
+
+    /// Uses `lookup` for `require_published` checks instead of the `[dns]` name server.
+    pub fn with_lookup(mut self, lookup: Arc<dyn Lookup>) -> Self {
+        self.lookup = Some(lookup);
+        self
+    }
+
+    /// The configuration file this handle reloads.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// The snapshot in force now.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         match self.current.read() {
-            Ok(g) => Arc::clone(&g),
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+            Ok(g) => Arc::clone(&g.1),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner().1),
         }
+    }
+
+    /// Swaps `fresh` in unless a newer reload already did.
+    fn swap(&self, ticket: u64, fresh: Arc<Snapshot>) -> Arc<Snapshot> {
+        let mut g = match self.current.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if ticket > g.0 {
+            *g = (ticket, Arc::clone(&fresh));
+        }
+        Arc::clone(&g.1)
     }
 
     /// Re-reads the file and every key; swaps only if the whole new configuration is valid.
     /// On error the running configuration stays, and every problem is returned.
+    ///
+    /// Synchronous, so it cannot consult DNS: a domain under `require_published` whose active
+    /// selector changed keeps its previous one (logged). Use [`Live::reload_checked`] to check
+    /// publication for real.
     pub fn reload(&self) -> Result<Arc<Snapshot>, Vec<Diagnostic>> {
-        let fresh = Arc::new(super::load(&self.path)?);
-        match self.current.write() {
-            Ok(mut g) => *g = Arc::clone(&fresh),
-            Err(poisoned) => *poisoned.into_inner() = Arc::clone(&fresh),
+        let ticket = self.tickets.fetch_add(1, Ordering::SeqCst);
+        let mut fresh = super::load(&self.path)?;
+        if super::publish::needed(&fresh) {
+            let previous = self.snapshot();
+            let no_dns = NoLookup("a synchronous reload cannot query DNS");
+            let source = fresh.source.clone();
+            let held = poll_ready(super::publish::enforce(
+                Some(&previous),
+                &mut fresh,
+                &no_dns,
+            ))
+            .unwrap_or_else(|| {
+                Err(vec![Diagnostic {
+                    severity: super::Severity::Error,
+                    file: source,
+                    line: None,
+                    key: "reload.require_published".into(),
+                    message: "the publication check did not complete; reload with SIGHUP".into(),
+                }])
+            })?;
+            for d in &held {
+                tracing::warn!("reload: {d}");
+            }
         }
-        Ok(fresh)
+        Ok(self.swap(ticket, Arc::new(fresh)))
     }
+
+    /// The reload SIGHUP and the watcher run: one at a time; re-reads the file and every key,
+    /// checks that newly active selectors are published where `require_published` asks for it,
+    /// and swaps. On error the running configuration stays, and every problem is returned.
+    pub async fn reload_checked(&self) -> Result<Reloaded, Vec<Diagnostic>> {
+        let _one_at_a_time = self.serial.lock().await;
+        let ticket = self.tickets.fetch_add(1, Ordering::SeqCst);
+        let path = self.path.clone();
+        let loaded = tokio::task::spawn_blocking(move || super::load(&path)).await;
+        let mut fresh = match loaded {
+            Ok(r) => r?,
+            Err(e) => {
+                return Err(vec![Diagnostic {
+                    severity: super::Severity::Error,
+                    file: self.path.clone(),
+                    line: None,
+                    key: String::new(),
+                    message: format!("reload task failed: {e}"),
+                }]);
+            }
+        };
+        let mut held_back = Vec::new();
+        if super::publish::needed(&fresh) {
+            let previous = self.snapshot();
+            let lookup: Arc<dyn Lookup> = match &self.lookup {
+                Some(l) => Arc::clone(l),
+                None => match HickoryLookup::new(&fresh.dns) {
+                    Ok(l) => Arc::new(l),
+                    Err(e) => {
+                        // Fail safe: every newly active selector is held back, with this reason.
+                        tracing::warn!(error = %e, "require_published: no DNS resolver");
+                        Arc::new(NoLookup(
+                            "no usable DNS resolver (check [dns] nameserver or /etc/resolv.conf)",
+                        ))
+                    }
+                },
+            };
+            held_back =
+                super::publish::enforce(Some(&previous), &mut fresh, lookup.as_ref()).await?;
+        }
+        let snapshot = self.swap(ticket, Arc::new(fresh));
+        Ok(Reloaded {
+            snapshot,
+            held_back,
+        })
+    }
+}
+
+/// Drives a future that never waits (the [`NoLookup`] path) without a runtime: it completes
+/// on its first poll (`None` if it unexpectedly does not).
+fn poll_ready<T>(fut: impl std::future::Future<Output = T>) -> Option<T> {
+    use std::task::{Context, Poll, Waker};
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = Context::from_waker(Waker::noop());
+    match fut.as_mut().poll(&mut cx) {
+        Poll::Ready(v) => Some(v),
+        Poll::Pending => None,
+    }
+}
+
+/// Logs a successful reload: its warnings, what `require_published` held back, and the
+/// active selector of each domain.
+pub fn log_reloaded(r: &Reloaded) {
+    for w in &r.snapshot.warnings {
+        tracing::warn!("{w}");
+    }
+    let active: Vec<String> = r
+        .snapshot
+        .domains
+        .values()
+        .map(|d| {
+            let s: Vec<&str> = d.active.iter().map(|k| k.selector.as_str()).collect();
+            format!("{}={}", d.name, s.join("+"))
+        })
+        .collect();
+    tracing::info!(
+        domains = r.snapshot.domains.len(),
+        held_back = r.held_back.len(),
+        active = %active.join(" "),
+        "configuration reloaded"
+    );
+}
+
+/// Logs a refused reload: every problem, then that the running configuration stays.
+pub fn log_refused(diags: &[Diagnostic]) {
+    for d in diags {
+        tracing::error!("reload refused: {d}");
+    }
+    tracing::error!("reload refused; the running configuration stays in force");
 }

@@ -285,3 +285,65 @@ fn open_relay_is_refused() {
         "open signing relay"
     ));
 }
+
+#[test]
+fn reload_and_dns_tables() {
+    let keys = Keys::new();
+    let k = keys.write("s1.pem", Algorithm::RsaSha256);
+    let snap = load_str(Path::new("t.toml"), &config(&domain(&k, ""))).unwrap();
+    assert!(!snap.reload.watch);
+    assert_eq!(snap.reload.watch_interval, secs(2));
+    assert!(!snap.reload.require_published);
+    assert_eq!(snap.reload.key_max_age, secs(180 * 86_400));
+    assert_eq!(snap.dns.nameserver, None);
+    assert!(!snap.domains["example.org"].require_published);
+
+    let text = config(&format!(
+        "[reload]\nwatch = true\nwatch_interval_secs = 5\nrequire_published = true\n\
+         key_max_age_days = 90\n[dns]\nnameserver = \"127.0.0.1:5353\"\n{}",
+        domain(&k, "")
+    ));
+    let snap = load_str(Path::new("t.toml"), &text).unwrap();
+    assert!(snap.reload.watch && snap.reload.require_published);
+    assert_eq!(snap.reload.watch_interval, secs(5));
+    assert_eq!(snap.reload.key_max_age, secs(90 * 86_400));
+    assert_eq!(snap.dns.nameserver, Some("127.0.0.1:5353".parse().unwrap()));
+    assert!(snap.domains["example.org"].require_published);
+    assert!(snap.describe().contains("require_published = true"));
+
+    // The per-domain switch overrides the global one.
+    let text = config(&format!(
+        "[reload]\nrequire_published = true\n{}",
+        domain(&k, "require_published = false")
+    ));
+    let snap = load_str(Path::new("t.toml"), &text).unwrap();
+    assert!(!snap.domains["example.org"].require_published);
+
+    // A bare IP means port 53.
+    let text = config(&format!("[dns]\nnameserver = \"::1\"\n{}", domain(&k, "")));
+    let snap = load_str(Path::new("t.toml"), &text).unwrap();
+    assert_eq!(snap.dns.nameserver, Some("[::1]:53".parse().unwrap()));
+}
+
+#[test]
+fn reload_and_dns_errors_are_located() {
+    let keys = Keys::new();
+    let k = keys.write("s1.pem", Algorithm::RsaSha256);
+    let text = config(&format!(
+        "[reload]\nwatch_interval_secs = 0\nkey_max_age_days = 0\n[dns]\nnameserver = \"dns.example\"\n\
+         timeout_secs = 0\n{}",
+        domain(&k, "")
+    ));
+    let d = errors(&text);
+    assert!(
+        has(&d, "reload.watch_interval_secs", "between 1 and 3600"),
+        "{d:?}"
+    );
+    assert!(has(&d, "reload.key_max_age_days", "between 1"), "{d:?}");
+    assert!(has(&d, "dns.nameserver", "not IP:PORT"), "{d:?}");
+    assert!(has(&d, "dns.timeout_secs", "between 1 and 60"), "{d:?}");
+    let ns = d.iter().find(|d| d.key == "dns.nameserver").unwrap();
+    assert_eq!(ns.line, Some(7));
+    let d = errors(&config("[reload]\nwatch = true\nwach = 1\n"));
+    assert!(has(&d, "reload.wach", "unknown field"), "{d:?}");
+}

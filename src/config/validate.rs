@@ -96,6 +96,8 @@ pub(super) fn resolve(file: &Path, text: &str, raw: RawConfig) -> LoadResult {
     let server = server(&mut cx, &raw.server);
     let upstream = upstream(&mut cx, &raw.upstream, raw.simulator.as_ref());
     let profile = upstream.as_ref().map(|u| u.profile).unwrap_or(Profile::Ses);
+    let reload = reload(&mut cx, &raw.reload);
+    let dns = dns(&mut cx, &raw.dns);
     let mut domains = BTreeMap::new();
     if raw.domains.is_empty() {
         cx.error(
@@ -104,7 +106,7 @@ pub(super) fn resolve(file: &Path, text: &str, raw: RawConfig) -> LoadResult {
         );
     }
     for (name, d) in &raw.domains {
-        if let Some(domain) = domain(&mut cx, name, d, profile) {
+        if let Some(domain) = domain(&mut cx, name, d, profile, reload.require_published) {
             if domains.contains_key(&domain.name) {
                 cx.error(
                     &["domains", name],
@@ -141,6 +143,8 @@ pub(super) fn resolve(file: &Path, text: &str, raw: RawConfig) -> LoadResult {
             source: file.to_path_buf(),
             server,
             upstream,
+            reload,
+            dns,
             domains,
             warnings: cx.found,
         }),
@@ -525,7 +529,61 @@ fn password(cx: &mut Ctx<'_>, raw: &RawUpstream, host: &str) -> Option<(Secret, 
     }
 }
 
-fn domain(cx: &mut Ctx<'_>, key: &str, raw: &RawDomain, profile: Profile) -> Option<Domain> {
+fn reload(cx: &mut Ctx<'_>, raw: &super::raw::RawReload) -> ReloadSettings {
+    let interval = raw.watch_interval_secs.unwrap_or(2);
+    if interval == 0 || interval > 3600 {
+        cx.error(
+            &["reload", "watch_interval_secs"],
+            "must be between 1 and 3600 seconds",
+        );
+    }
+    let age = raw.key_max_age_days.unwrap_or(180);
+    if age == 0 || age > 36_500 {
+        cx.error(
+            &["reload", "key_max_age_days"],
+            "must be between 1 and 36500 days",
+        );
+    }
+    ReloadSettings {
+        watch: raw.watch.unwrap_or(false),
+        watch_interval: secs(interval.clamp(1, 3600)),
+        require_published: raw.require_published.unwrap_or(false),
+        key_max_age: secs(age.clamp(1, 36_500) * 86_400),
+    }
+}
+
+fn dns(cx: &mut Ctx<'_>, raw: &super::raw::RawDns) -> DnsSettings {
+    let nameserver = raw.nameserver.as_deref().and_then(|ns| {
+        let parsed = ns.parse::<SocketAddr>().ok().or_else(|| {
+            ns.parse::<std::net::IpAddr>()
+                .ok()
+                .map(|ip| SocketAddr::new(ip, 53))
+        });
+        if parsed.is_none() {
+            cx.error(
+                &["dns", "nameserver"],
+                format!("`{ns}` is not IP:PORT or an IP address (for example \"127.0.0.1:53\")"),
+            );
+        }
+        parsed
+    });
+    let timeout = raw.timeout_secs.unwrap_or(5);
+    if timeout == 0 || timeout > 60 {
+        cx.error(&["dns", "timeout_secs"], "must be between 1 and 60 seconds");
+    }
+    DnsSettings {
+        nameserver,
+        timeout: secs(timeout.clamp(1, 60)),
+    }
+}
+
+fn domain(
+    cx: &mut Ctx<'_>,
+    key: &str,
+    raw: &RawDomain,
+    profile: Profile,
+    require_published: bool,
+) -> Option<Domain> {
     let at = |k: &'static str| ["domains", key, k];
     let name = match crate::message::address::to_ascii_domain(key) {
         Some(n) => n,
@@ -728,6 +786,7 @@ fn domain(cx: &mut Ctx<'_>, key: &str, raw: &RawDomain, profile: Profile) -> Opt
         configuration_set: raw.configuration_set.clone(),
         expiration: raw.expiration_secs.filter(|x| *x > 0),
         dmarc: raw.dmarc.clone(),
+        require_published: raw.require_published.unwrap_or(require_published),
         active,
         selectors,
     })

@@ -1,0 +1,734 @@
+//! Reload under load: messages stream through the relay (in-process on 127.0.0.1:0, relaying to
+//! a scripted TLS upstream in this file) while another task rewrites the configuration —
+//! switching the active selector, interleaving broken configurations and broken keys — and
+//! reloads again and again. No message may be lost or refused, each must be signed with a
+//! selector that was active when its connection was accepted, and a refused reload must change
+//! nothing. Also: `require_published` holds a rotation back until DNS serves the new key.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dkim_relay::config::{self, reload::Live};
+use dkim_relay::dkim::{Algorithm, keygen};
+use dkim_relay::doctor::StaticLookup;
+use dkim_relay::relay::Relay;
+use dkim_relay::sim::verdict::{DnsView, verdict};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+const T: Duration = Duration::from_secs(30);
+
+// ---- a scripted upstream: implicit TLS, AUTH, records every message -------------------------
+
+/// What the upstream received: message bytes by X-Test-Id.
+type Inbox = Arc<Mutex<HashMap<String, Vec<u8>>>>;
+
+struct Upstream {
+    addr: SocketAddr,
+    ca_pem: String,
+    inbox: Inbox,
+    /// TCP connections accepted so far.
+    connections: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+async fn start_upstream() -> Upstream {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(leaf.der().to_vec())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let inbox: Inbox = Arc::default();
+    let store = Arc::clone(&inbox);
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = Arc::clone(&connections);
+    tokio::spawn(async move {
+        let mut next_id = 0u64;
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            counter.fetch_add(1, Ordering::SeqCst);
+            let acceptor = acceptor.clone();
+            let store = Arc::clone(&store);
+            next_id += 1;
+            let conn = next_id;
+            tokio::spawn(async move {
+                let Ok(Ok(tls)) = tokio::time::timeout(T, acceptor.accept(tcp)).await else {
+                    return;
+                };
+                let _ = session(tls, store, conn).await;
+            });
+        }
+    });
+    Upstream {
+        addr,
+        ca_pem: ca_cert.pem(),
+        inbox,
+        connections,
+    }
+}
+
+async fn read_line<S: AsyncRead + Unpin>(r: &mut BufReader<S>) -> std::io::Result<String> {
+    let mut line = String::new();
+    match tokio::time::timeout(T, r.read_line(&mut line)).await {
+        Ok(Ok(0)) => Err(std::io::ErrorKind::UnexpectedEof.into()),
+        Ok(Ok(_)) => Ok(line),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    }
+}
+
+async fn session<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    inbox: Inbox,
+    conn: u64,
+) -> std::io::Result<()> {
+    let mut s = BufReader::new(stream);
+    s.get_mut()
+        .write_all(b"220 upstream ESMTP test\r\n")
+        .await?;
+    let mut n = 0;
+    loop {
+        let line = read_line(&mut s).await?;
+        let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+        let reply: String = match verb.as_str() {
+            "EHLO" => "250-upstream\r\n250 AUTH PLAIN LOGIN\r\n".into(),
+            "AUTH" => "235 Authentication successful.\r\n".into(),
+            "DATA" => {
+                s.get_mut().write_all(b"354 go ahead\r\n").await?;
+                let mut msg = Vec::new();
+                loop {
+                    let l = read_line(&mut s).await?;
+                    if l == ".\r\n" {
+                        break;
+                    }
+                    let l = l.strip_prefix('.').unwrap_or(&l);
+                    msg.extend_from_slice(l.as_bytes());
+                }
+                let text = String::from_utf8_lossy(&msg).into_owned();
+                let id = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("X-Test-Id: "))
+                    .unwrap_or("?")
+                    .trim()
+                    .to_string();
+                inbox.lock().unwrap().insert(id, msg);
+                n += 1;
+                format!("250 Ok 0100-{conn}-{n}-000000\r\n")
+            }
+            "QUIT" => {
+                s.get_mut().write_all(b"221 Bye\r\n").await?;
+                return Ok(());
+            }
+            _ => "250 Ok\r\n".into(),
+        };
+        s.get_mut().write_all(reply.as_bytes()).await?;
+    }
+}
+
+// ---- the relay, its configuration and keys --------------------------------------------------
+
+struct Files {
+    dir: tempfile::TempDir,
+    upstream: SocketAddr,
+}
+
+impl Files {
+    fn new(upstream: &Upstream) -> Files {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), &upstream.ca_pem).unwrap();
+        for sel in ["sa", "sb"] {
+            let k = keygen::generate(Algorithm::RsaSha256, 2048).unwrap();
+            keygen::write_private_key(&dir.path().join(format!("{sel}.pem")), &k.pkcs8_pem)
+                .unwrap();
+        }
+        let bad = dir.path().join("bad.pem");
+        std::fs::write(
+            &bad,
+            "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o600)).unwrap();
+        Files {
+            dir,
+            upstream: upstream.addr,
+        }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
+    /// A valid configuration signing with `sign`; `extra_selector` adds one more selector table
+    /// (e.g. one whose key is broken); `top` goes before everything.
+    fn text(&self, sign: &str, extra_selector: Option<(&str, &str)>, top: &str) -> String {
+        let mut t = format!(
+            "{top}\n[server]\nlisten = \"127.0.0.1:0\"\n[upstream]\nhost = \"127.0.0.1\"\nport = {}\n\
+             tls = \"implicit\"\nca_file = \"ca.pem\"\nusername = \"AKIATEST\"\npassword = \"secret\"\n\
+             pool_size = 4\n\
+             [domains.\"example.org\"]\nmail_from = \"mail.example.org\"\nsign = [\"{sign}\"]\n\
+             [domains.\"example.org\".selectors.sa]\nalgorithm = \"rsa-sha256\"\nkey_file = \"sa.pem\"\n\
+             [domains.\"example.org\".selectors.sb]\nalgorithm = \"rsa-sha256\"\nkey_file = \"sb.pem\"\n",
+            self.upstream.port()
+        );
+        if let Some((sel, file)) = extra_selector {
+            t.push_str(&format!(
+                "[domains.\"example.org\".selectors.{sel}]\nalgorithm = \"rsa-sha256\"\nkey_file = \"{file}\"\n"
+            ));
+        }
+        t
+    }
+
+    /// Replaces the file atomically (write beside, rename), as editors and deploy tools do.
+    fn write(&self, text: &str) {
+        let tmp = self.dir.path().join("config.toml.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, self.path()).unwrap();
+    }
+
+    /// Both selectors' DKIM records, for verification.
+    fn dns(&self, snapshot: &config::Snapshot) -> DnsView {
+        DnsView::from_records(&dkim_relay::cli::records_for(snapshot))
+    }
+}
+
+struct RunningRelay {
+    addr: SocketAddr,
+    live: Live,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<dkim_relay::server::Stopped>,
+}
+
+async fn start_relay(path: &Path, lookup: Option<Arc<StaticLookup>>) -> RunningRelay {
+    let snapshot = config::load(path).unwrap();
+    let listeners = dkim_relay::server::bind(&snapshot.server.listen)
+        .await
+        .unwrap();
+    let addr = listeners[0].local_addr().unwrap();
+    let mut live = Live::new(path, snapshot);
+    if let Some(l) = lookup {
+        live = live.with_lookup(l);
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(dkim_relay::server::run(
+        listeners,
+        live.clone(),
+        Relay::new(None),
+        async move {
+            let _ = rx.await;
+        },
+    ));
+    RunningRelay {
+        addr,
+        live,
+        stop: Some(tx),
+        task,
+    }
+}
+
+impl RunningRelay {
+    async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let stopped = tokio::time::timeout(Duration::from_secs(60), self.task)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stopped.aborted, 0);
+    }
+}
+
+// ---- an SMTP client ------------------------------------------------------------------------
+
+async fn reply(r: &mut BufReader<TcpStream>) -> (u16, String) {
+    let mut all = String::new();
+    loop {
+        let line = read_line(r).await.expect("reply line");
+        all.push_str(&line);
+        if line.as_bytes().get(3) != Some(&b'-') {
+            let code = line.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
+            return (code, all);
+        }
+    }
+}
+
+async fn send(r: &mut BufReader<TcpStream>, line: &str) -> (u16, String) {
+    r.get_mut().write_all(line.as_bytes()).await.unwrap();
+    reply(r).await
+}
+
+/// Connects, and once the greeting arrived (the relay took its snapshot at accept) calls
+/// `accepted`; then sends one message with `X-Test-Id: id`. Returns the final reply.
+async fn send_message(
+    addr: SocketAddr,
+    id: &str,
+    accepted: impl std::future::Future<Output = ()>,
+) -> (u16, String) {
+    let tcp = tokio::time::timeout(T, TcpStream::connect(addr))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut r = BufReader::new(tcp);
+    let (code, text) = reply(&mut r).await;
+    assert_eq!(code, 220, "{text}");
+    accepted.await;
+    assert_eq!(send(&mut r, "EHLO client.test\r\n").await.0, 250);
+    assert_eq!(send(&mut r, "MAIL FROM:<app@example.org>\r\n").await.0, 250);
+    assert_eq!(send(&mut r, "RCPT TO:<user@example.net>\r\n").await.0, 250);
+    assert_eq!(send(&mut r, "DATA\r\n").await.0, 354);
+    let msg = format!(
+        "From: App <app@example.org>\r\nTo: user@example.net\r\nSubject: message {id}\r\n\
+         X-Test-Id: {id}\r\n\r\nbody of {id}\r\n.\r\n"
+    );
+    let result = send(&mut r, &msg).await;
+    let _ = send(&mut r, "QUIT\r\n").await;
+    result
+}
+
+fn selector_of(message: &[u8]) -> String {
+    let text = String::from_utf8_lossy(message);
+    let sig: String = text
+        .split("\r\n")
+        .skip_while(|l| !l.starts_with("DKIM-Signature:"))
+        .take_while(|l| !l.is_empty())
+        .enumerate()
+        .take_while(|(i, l)| *i == 0 || l.starts_with([' ', '\t']))
+        .map(|(_, l)| l.to_string())
+        .collect();
+    assert_eq!(text.matches("DKIM-Signature:").count(), 1, "{text}");
+    sig.split(';')
+        .find_map(|t| t.trim().strip_prefix("s="))
+        .expect("s= tag")
+        .trim()
+        .to_string()
+}
+
+// ---- the tests -----------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_under_load_lose_nothing_and_sign_with_the_accepted_selector() {
+    let upstream = start_upstream().await;
+    let files = Files::new(&upstream);
+    files.write(&files.text("sa", None, ""));
+    let relay = start_relay(&files.path(), None).await;
+    let dns = files.dns(&relay.live.snapshot());
+
+    // history[i] = the selector active in epoch i; the reloader holds `gate` while it swaps
+    // and records, so a client that takes the gate after its greeting sees every epoch its
+    // accept could have fallen into.
+    let history = Arc::new(Mutex::new(vec!["sa".to_string()]));
+    let gate = Arc::new(tokio::sync::Mutex::new(()));
+    let done = Arc::new(AtomicBool::new(false));
+
+    let reloader = {
+        let live = relay.live.clone();
+        let history = Arc::clone(&history);
+        let gate = Arc::clone(&gate);
+        let done = Arc::clone(&done);
+        let files_path = files.path();
+        let texts: Vec<String> = vec![
+            files.text("sa", None, ""),
+            files.text("sb", None, ""),
+            // Broken TOML.
+            files
+                .text("sb", None, "")
+                .replace("[upstream]", "[upstream"),
+            // A selector whose key does not parse.
+            files.text("sa", Some(("sc", "bad.pem")), ""),
+            // An active selector without a key.
+            files.text("sz", None, ""),
+        ];
+        let write = move |text: &str| {
+            let tmp = files_path.with_extension("tmp");
+            std::fs::write(&tmp, text).unwrap();
+            std::fs::rename(&tmp, &files_path).unwrap();
+        };
+        tokio::spawn(async move {
+            let (mut good, mut refused, mut i) = (0u32, 0u32, 0usize);
+            while !done.load(Ordering::SeqCst) || i < 30 {
+                let pick = i % 6;
+                i += 1;
+                let _g = gate.lock().await;
+                let before = live.snapshot();
+                match pick {
+                    2 | 4 | 5 => {
+                        write(&texts[[2, 3, 4][pick % 3]]);
+                        let r = if i % 2 == 0 {
+                            live.reload().map(|_| ())
+                        } else {
+                            live.reload_checked().await.map(|_| ())
+                        };
+                        assert!(r.is_err(), "a broken configuration was accepted");
+                        assert!(
+                            Arc::ptr_eq(&before, &live.snapshot()),
+                            "a refused reload changed the configuration"
+                        );
+                        refused += 1;
+                    }
+                    _ => {
+                        let sel = if good % 2 == 0 { "sb" } else { "sa" };
+                        write(&texts[if sel == "sa" { 0 } else { 1 }]);
+                        let r = if i % 2 == 0 {
+                            live.reload().map(|_| ())
+                        } else {
+                            live.reload_checked().await.map(|_| ())
+                        };
+                        r.expect("a valid configuration reloads");
+                        let now = live.snapshot();
+                        assert!(!Arc::ptr_eq(&before, &now));
+                        assert_eq!(now.domains["example.org"].active[0].selector, sel);
+                        history.lock().unwrap().push(sel.to_string());
+                        good += 1;
+                    }
+                }
+                drop(_g);
+                tokio::task::yield_now().await;
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+            (good, refused)
+        })
+    };
+
+    const CLIENTS: usize = 5;
+    const PER_CLIENT: usize = 20;
+    let mut clients = Vec::new();
+    for c in 0..CLIENTS {
+        let history = Arc::clone(&history);
+        let gate = Arc::clone(&gate);
+        let addr = relay.addr;
+        clients.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            for m in 0..PER_CLIENT {
+                let id = format!("{c}-{m}");
+                let first = history.lock().unwrap().len() - 1;
+                let window = Arc::new(Mutex::new(Vec::new()));
+                let w = Arc::clone(&window);
+                let h = Arc::clone(&history);
+                let g = Arc::clone(&gate);
+                let (code, text) = send_message(addr, &id, async move {
+                    let _g = g.lock().await;
+                    let h = h.lock().unwrap();
+                    *w.lock().unwrap() = h[first..].to_vec();
+                })
+                .await;
+                let allowed = window.lock().unwrap().clone();
+                out.push((id, code, text, allowed));
+            }
+            out
+        }));
+    }
+    let mut results = Vec::new();
+    for c in clients {
+        results.extend(c.await.unwrap());
+    }
+    done.store(true, Ordering::SeqCst);
+    let (good, refused) = reloader.await.unwrap();
+    assert!(
+        good >= 10 && refused >= 10,
+        "{good} good, {refused} refused reloads"
+    );
+
+    let inbox = upstream.inbox.lock().unwrap().clone();
+    assert_eq!(results.len(), CLIENTS * PER_CLIENT);
+    let mut seen = HashMap::new();
+    for (id, code, text, allowed) in &results {
+        assert_eq!(*code, 250, "message {id} refused: {text}");
+        assert!(text.starts_with("250 Ok 0100-"), "{text}");
+        let msg = inbox.get(id).unwrap_or_else(|| panic!("message {id} lost"));
+        let s = selector_of(msg);
+        assert!(
+            allowed.contains(&s),
+            "message {id} signed with {s}, active at acceptance: {allowed:?}"
+        );
+        *seen.entry(s).or_insert(0) += 1;
+        let v = verdict(
+            msg,
+            "app@mail.example.org",
+            "54.240.27.27".parse().unwrap(),
+            &dns,
+        )
+        .await;
+        assert_eq!(v.dkim.len(), 1);
+        assert_eq!(v.dkim[0].result, "pass", "message {id}: {:?}", v.dkim[0]);
+    }
+    assert_eq!(inbox.len(), CLIENTS * PER_CLIENT);
+    // Reloads really happened while messages flowed: both selectors signed some of them.
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    // The upstream settings never changed, so reloads kept the pool: connections were reused
+    // (at most pool_size at a time, each for up to 50 messages) instead of one per message.
+    let upstream_connections = upstream.connections.load(Ordering::SeqCst);
+    assert!(
+        upstream_connections <= CLIENTS * PER_CLIENT / 4,
+        "{upstream_connections} upstream connections for {} messages",
+        CLIENTS * PER_CLIENT
+    );
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_config_or_key_on_reload_changes_nothing() {
+    let upstream = start_upstream().await;
+    let files = Files::new(&upstream);
+    files.write(&files.text("sa", None, ""));
+    let relay = start_relay(&files.path(), None).await;
+    let before = relay.live.snapshot();
+
+    files.write("this is [not toml");
+    let err = relay.live.reload_checked().await.unwrap_err();
+    assert!(!err.is_empty());
+    assert!(Arc::ptr_eq(&before, &relay.live.snapshot()));
+
+    // Corrupt the active key itself.
+    let sa = files.dir.path().join("sa.pem");
+    let good_key = std::fs::read(&sa).unwrap();
+    files.write(&files.text("sa", None, ""));
+    std::fs::write(&sa, b"garbage").unwrap();
+    let err = relay.live.reload_checked().await.unwrap_err();
+    assert!(
+        err.iter()
+            .any(|d| d.key == "domains.\"example.org\".selectors.sa.key_file"),
+        "{err:?}"
+    );
+    assert!(Arc::ptr_eq(&before, &relay.live.snapshot()));
+    // The relay still signs with the key it loaded before.
+    let (code, text) = send_message(relay.addr, "k1", async {}).await;
+    assert_eq!(code, 250, "{text}");
+    assert_eq!(selector_of(&upstream.inbox.lock().unwrap()["k1"]), "sa");
+
+    std::fs::write(&sa, good_key).unwrap();
+    relay.live.reload_checked().await.unwrap();
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_published_keeps_the_old_selector_until_dns_matches() {
+    let upstream = start_upstream().await;
+    let files = Files::new(&upstream);
+    let top = "[reload]\nrequire_published = true";
+    files.write(&files.text("sa", None, top));
+    let snapshot = config::load(&files.path()).unwrap();
+    let all = dkim_relay::cli::records_for(&snapshot);
+    let sb_name = "sb._domainkey.example.org";
+    let without_sb: Vec<_> = all.iter().filter(|r| r.name != sb_name).cloned().collect();
+
+    let relay = start_relay(
+        &files.path(),
+        Some(Arc::new(StaticLookup::from_records(&without_sb))),
+    )
+    .await;
+
+    // sb is not published: the reload succeeds, but example.org keeps signing with sa.
+    files.write(&files.text("sb", None, top));
+    let r = relay.live.reload_checked().await.unwrap();
+    assert_eq!(r.snapshot.domains["example.org"].active[0].selector, "sa");
+    assert_eq!(r.held_back.len(), 1);
+    assert!(
+        r.held_back[0]
+            .message
+            .contains("selector sb: no DKIM key record")
+            && r.held_back[0].message.contains("keeps signing with sa"),
+        "{:?}",
+        r.held_back
+    );
+    let (code, _) = send_message(relay.addr, "p1", async {}).await;
+    assert_eq!(code, 250);
+    assert_eq!(selector_of(&upstream.inbox.lock().unwrap()["p1"]), "sa");
+
+    // The synchronous reload cannot ask DNS: it also keeps sa.
+    let s = relay.live.reload().unwrap();
+    assert_eq!(s.domains["example.org"].active[0].selector, "sa");
+
+    // sb published with the wrong key (sa's): still sa.
+    let sa_value = match &all
+        .iter()
+        .find(|r| r.name == "sa._domainkey.example.org")
+        .unwrap()
+        .data
+    {
+        dkim_relay::dns::RecordData::Txt(v) => v.clone(),
+        _ => unreachable!(),
+    };
+    let mut wrong = StaticLookup::from_records(&without_sb);
+    wrong.add_txt(sb_name, &sa_value);
+    let live = relay.live.clone().with_lookup(Arc::new(wrong));
+    let r = live.reload_checked().await.unwrap();
+    assert_eq!(r.snapshot.domains["example.org"].active[0].selector, "sa");
+    assert!(
+        r.held_back[0].message.contains("different key"),
+        "{:?}",
+        r.held_back
+    );
+
+    // Published and matching: the rotation happens.
+    let live = relay
+        .live
+        .clone()
+        .with_lookup(Arc::new(StaticLookup::from_records(&all)));
+    let r = live.reload_checked().await.unwrap();
+    assert!(r.held_back.is_empty());
+    assert_eq!(
+        relay.live.snapshot().domains["example.org"].active[0].selector,
+        "sb"
+    );
+    let (code, _) = send_message(relay.addr, "p2", async {}).await;
+    assert_eq!(code, 250);
+    assert_eq!(selector_of(&upstream.inbox.lock().unwrap()["p2"]), "sb");
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_reloads_on_a_kubernetes_style_symlink_swap() {
+    let upstream = start_upstream().await;
+    let files = Files::new(&upstream);
+    // /mount/config.toml -> ..data/config.toml, ..data -> ..v1 (what a Kubernetes volume does).
+    let mount = files.dir.path().join("mount");
+    let v1 = mount.join("..v1");
+    std::fs::create_dir_all(&v1).unwrap();
+    let abs = |t: String| {
+        t.replace(
+            "\"sa.pem\"",
+            &format!("{:?}", files.dir.path().join("sa.pem")),
+        )
+        .replace(
+            "\"sb.pem\"",
+            &format!("{:?}", files.dir.path().join("sb.pem")),
+        )
+        .replace(
+            "\"ca.pem\"",
+            &format!("{:?}", files.dir.path().join("ca.pem")),
+        )
+    };
+    let top = "[reload]\nwatch = true\nwatch_interval_secs = 1";
+    std::fs::write(v1.join("config.toml"), abs(files.text("sa", None, top))).unwrap();
+    std::os::unix::fs::symlink("..v1", mount.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/config.toml", mount.join("config.toml")).unwrap();
+    let path = mount.join("config.toml");
+    let relay = start_relay(&path, None).await;
+    let watcher = config::watch::spawn(relay.live.clone());
+
+    // The new version lands in ..v2, then ..data is swapped atomically.
+    let v2 = mount.join("..v2");
+    std::fs::create_dir_all(&v2).unwrap();
+    std::fs::write(v2.join("config.toml"), abs(files.text("sb", None, top))).unwrap();
+    std::os::unix::fs::symlink("..v2", mount.join("..data.tmp")).unwrap();
+    std::fs::rename(mount.join("..data.tmp"), mount.join("..data")).unwrap();
+    std::fs::remove_dir_all(&v1).unwrap();
+
+    // Wait (bounded) for the watcher to pick it up.
+    let mut switched = false;
+    for _ in 0..200 {
+        if relay.live.snapshot().domains["example.org"].active[0].selector == "sb" {
+            switched = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        switched,
+        "the watcher did not reload after the symlink swap"
+    );
+    watcher.abort();
+    relay.stop().await;
+}
+
+/// The binary: SIGHUP switches the selector; a broken configuration on SIGHUP is refused and the
+/// relay keeps signing with what it had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_running_binary() {
+    use tokio::io::AsyncBufReadExt as _;
+    let upstream = start_upstream().await;
+    let files = Files::new(&upstream);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("listen = \"127.0.0.1:{port}\"");
+    let text = |sel: &str| {
+        files
+            .text(sel, None, "")
+            .replace("listen = \"127.0.0.1:0\"", &listen)
+    };
+    files.write(&text("sa"));
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_dkim-relay"))
+        .args(["serve", "--config"])
+        .arg(files.path())
+        .env("NO_COLOR", "1")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap().to_string();
+    let mut log = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut wait_for = async |needle: &str| {
+        loop {
+            let line = tokio::time::timeout(T, log.next_line())
+                .await
+                .unwrap_or_else(|_| panic!("no log line containing {needle:?}"))
+                .unwrap()
+                .unwrap_or_else(|| panic!("relay exited before logging {needle:?}"));
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    };
+    wait_for("dkim-relay listening").await;
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let hup = || {
+        std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+    };
+
+    assert_eq!(send_message(addr, "h1", async {}).await.0, 250);
+    files.write(&text("sb"));
+    assert!(hup().success());
+    wait_for("configuration reloaded").await;
+    assert_eq!(send_message(addr, "h2", async {}).await.0, 250);
+
+    files.write("[server\nbroken");
+    assert!(hup().success());
+    wait_for("the running configuration stays in force").await;
+    assert_eq!(send_message(addr, "h3", async {}).await.0, 250);
+
+    let inbox = upstream.inbox.lock().unwrap().clone();
+    assert_eq!(selector_of(&inbox["h1"]), "sa");
+    assert_eq!(selector_of(&inbox["h2"]), "sb");
+    assert_eq!(selector_of(&inbox["h3"]), "sb");
+
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}

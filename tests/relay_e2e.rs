@@ -381,6 +381,9 @@ async fn upstream_unreachable_is_temporary() {
         envelope_local_part: None,
         max_message_size: None,
         upstream_data_timeout_secs: None,
+        server_extra: String::new(),
+        extra_toml: String::new(),
+        listener_tls: ListenerTls::None,
     })
     .await;
     let r = relay

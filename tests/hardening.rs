@@ -78,7 +78,9 @@ const SMUGGLING: &[(&str, &[u8])] = &[
 /// DATA content: a legitimate first part, the fake terminator, a smuggled transaction and the
 /// real end. The smuggled message claims a different sender and recipient.
 fn smuggling_payload(fake_end: &[u8]) -> Vec<u8> {
-    let mut p = b"From: <app@example.org>\r\nTo: <r@example.com>\r\nSubject: carrier\r\n\r\nfirst part".to_vec();
+    let mut p =
+        b"From: <app@example.org>\r\nTo: <r@example.com>\r\nSubject: carrier\r\n\r\nfirst part"
+            .to_vec();
     p.extend_from_slice(fake_end);
     p.extend_from_slice(
         b"MAIL FROM:<smuggler@example.org>\r\nRCPT TO:<victim@example.com>\r\nDATA\r\n\
@@ -101,7 +103,9 @@ async fn smuggling_variants_are_refused_and_nothing_reaches_upstream() {
         let mut c = SmtpClient::connect(relay.addr).await;
         open_data(&mut c).await;
         c.send_raw(&smuggling_payload(fake_end)).await;
-        let r = within(name, c.read_reply()).await.expect("reply after DATA");
+        let r = within(name, c.read_reply())
+            .await
+            .expect("reply after DATA");
         assert_eq!(code(&r), (554, Some("5.6.0")), "{name}: {r}");
         let why = r.one_line();
         assert!(
@@ -116,7 +120,11 @@ async fn smuggling_variants_are_refused_and_nothing_reaches_upstream() {
         assert_eq!(c.cmd("RCPT TO:<x@example.com>").await.code, 503, "{name}");
         // The same connection still relays a clean message afterwards.
         let ok = c
-            .transaction("app@example.org", &["r@example.com"], &message("app@example.org", "clean"))
+            .transaction(
+                "app@example.org",
+                &["r@example.com"],
+                &message("app@example.org", "clean"),
+            )
             .await;
         assert_eq!(ok.code, 250, "{name}: {ok}");
         assert_eq!(upstream.received().len(), i + 1, "{name}");
@@ -147,7 +155,9 @@ async fn smuggling_variants_in_normalize_mode_stay_inside_one_message() {
         let mut c = SmtpClient::connect(relay.addr).await;
         open_data(&mut c).await;
         c.send_raw(&smuggling_payload(fake_end)).await;
-        let r = within(name, c.read_reply()).await.expect("reply after DATA");
+        let r = within(name, c.read_reply())
+            .await
+            .expect("reply after DATA");
         if fake_end.contains(&0) {
             // NUL is refused in every mode.
             assert_eq!(code(&r), (554, Some("5.6.0")), "{name}: {r}");
@@ -161,7 +171,10 @@ async fn smuggling_variants_in_normalize_mode_stay_inside_one_message() {
             assert_eq!(got.len(), before + 1, "{name}");
             let m = got.last().unwrap();
             assert_eq!(m.rcpts, vec!["r@example.com".to_string()], "{name}");
-            assert!(contains(&m.data, "MAIL FROM:<smuggler@example.org>"), "{name}");
+            assert!(
+                contains(&m.data, "MAIL FROM:<smuggler@example.org>"),
+                "{name}"
+            );
             for (i, &b) in m.data.iter().enumerate() {
                 if b == b'\n' {
                     assert!(i > 0 && m.data[i - 1] == b'\r', "{name}: bare LF upstream");
@@ -175,7 +188,12 @@ async fn smuggling_variants_in_normalize_mode_stay_inside_one_message() {
         c.quit().await;
     }
     assert_eq!(upstream.received().len(), expected);
-    assert!(upstream.received().iter().all(|m| !m.mail_from.contains("smuggler")));
+    assert!(
+        upstream
+            .received()
+            .iter()
+            .all(|m| !m.mail_from.contains("smuggler"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,13 +234,17 @@ async fn text_line_limit_and_header_cap() {
     let mut m = message("app@example.org", "longline-ok");
     m.extend_from_slice("x".repeat(998).as_bytes());
     m.extend_from_slice(b"\r\n");
-    let r = c.transaction("app@example.org", &["r@example.com"], &m).await;
+    let r = c
+        .transaction("app@example.org", &["r@example.com"], &m)
+        .await;
     assert_eq!(r.code, 250, "{r}");
     // 999 + CRLF = 1001: 554 5.6.0, nothing forwarded.
     let mut m = message("app@example.org", "longline-bad");
     m.extend_from_slice("x".repeat(999).as_bytes());
     m.extend_from_slice(b"\r\n");
-    let r = c.transaction("app@example.org", &["r@example.com"], &m).await;
+    let r = c
+        .transaction("app@example.org", &["r@example.com"], &m)
+        .await;
     assert_eq!(code(&r), (554, Some("5.6.0")), "{r}");
     // A header section over the cap: 552 5.3.4, nothing forwarded.
     let mut m = b"From: <app@example.org>\r\nSubject: headercap\r\n".to_vec();
@@ -230,7 +252,9 @@ async fn text_line_limit_and_header_cap() {
         m.extend_from_slice(format!("X-Filler-{i}: {}\r\n", "y".repeat(60)).as_bytes());
     }
     m.extend_from_slice(b"\r\nbody\r\n");
-    let r = c.transaction("app@example.org", &["r@example.com"], &m).await;
+    let r = c
+        .transaction("app@example.org", &["r@example.com"], &m)
+        .await;
     assert_eq!(code(&r), (552, Some("5.3.4")), "{r}");
     c.quit().await;
     let got = upstream.received();
@@ -285,7 +309,9 @@ async fn input_pipelined_after_refused_data_is_discarded() {
     let (upstream, relay) = start(|_| {}).await;
     let mut c = SmtpClient::connect(relay.addr).await;
     let mut all = b"MAIL FROM:<app@example.org>\r\nRCPT TO:<bad>\r\nDATA\r\n".to_vec();
-    all.extend_from_slice(b"MAIL FROM:<smuggler@example.org>\r\nRCPT TO:<victim@example.com>\r\nDATA\r\n");
+    all.extend_from_slice(
+        b"MAIL FROM:<smuggler@example.org>\r\nRCPT TO:<victim@example.com>\r\nDATA\r\n",
+    );
     all.extend_from_slice(&message("app@example.org", "SMUGGLED"));
     all.extend_from_slice(b".\r\n");
     c.send_raw(&all).await;
@@ -316,13 +342,18 @@ async fn transaction_state_resets_after_rset_and_failed_data() {
     assert_eq!(c.cmd("RCPT TO:<x@example.com>").await.code, 503);
     // A failed DATA resets too.
     open_data(&mut c).await;
-    c.send_raw(b"From: <app@example.org>\r\n\r\nbare\nLF\r\n.\r\n").await;
+    c.send_raw(b"From: <app@example.org>\r\n\r\nbare\nLF\r\n.\r\n")
+        .await;
     assert_eq!(c.read_reply().await.unwrap().code, 554);
     assert_eq!(c.cmd("DATA").await.code, 503);
     assert_eq!(c.cmd("RCPT TO:<x@example.com>").await.code, 503);
     // And a new transaction carries nothing of the old ones.
     let r = c
-        .transaction("app@example.org", &["second@example.com"], &message("app@example.org", "after"))
+        .transaction(
+            "app@example.org",
+            &["second@example.com"],
+            &message("app@example.org", "after"),
+        )
         .await;
     assert_eq!(r.code, 250, "{r}");
     c.quit().await;
@@ -341,7 +372,8 @@ async fn connection_caps_answer_421() {
     .await;
     let a = SmtpClient::connect(relay.addr).await;
     let b = SmtpClient::connect(relay.addr).await;
-    let (mut third, g) = SmtpClient::connect_from(relay.addr, IpAddr::V4(Ipv4Addr::LOCALHOST)).await;
+    let (mut third, g) =
+        SmtpClient::connect_from(relay.addr, IpAddr::V4(Ipv4Addr::LOCALHOST)).await;
     let g = g.expect("a reply before close");
     assert_eq!(code(&g), (421, Some("4.7.0")), "{g}");
     assert!(within("close", third.closed()).await);
@@ -427,9 +459,11 @@ async fn slow_data_client_is_cut_off_and_nothing_is_relayed() {
     })
     .await;
     let mut tcp = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
-    tcp.write_all(b"EHLO slow\r\nMAIL FROM:<app@example.org>\r\nRCPT TO:<r@example.com>\r\nDATA\r\n")
-        .await
-        .unwrap();
+    tcp.write_all(
+        b"EHLO slow\r\nMAIL FROM:<app@example.org>\r\nRCPT TO:<r@example.com>\r\nDATA\r\n",
+    )
+    .await
+    .unwrap();
     let (mut rd, mut wr) = tcp.into_split();
     let mut got = Vec::new();
     // Up to the 354.
@@ -444,7 +478,10 @@ async fn slow_data_client_is_cut_off_and_nothing_is_relayed() {
     .await;
     got.clear();
     let dribble = tokio::spawn(async move {
-        for b in b"From: <app@example.org>\r\n\r\nslow body\r\n".iter().cycle() {
+        for b in b"From: <app@example.org>\r\n\r\nslow body\r\n"
+            .iter()
+            .cycle()
+        {
             if wr.write_all(&[*b]).await.is_err() {
                 return;
             }
@@ -480,7 +517,11 @@ async fn pregreet_client_is_refused_and_patient_client_served() {
     assert!(logs().wait_for(eager.local, "pregreet").await);
     // A client that waits for the greeting is served as usual.
     let r = relay
-        .send("app@example.org", &["r@example.com"], &message("app@example.org", "patient"))
+        .send(
+            "app@example.org",
+            &["r@example.com"],
+            &message("app@example.org", "patient"),
+        )
         .await;
     assert_eq!(r.code, 250, "{r}");
     assert_eq!(upstream.received().len(), 1);
@@ -517,10 +558,18 @@ async fn starttls_discards_pipelined_commands_and_resets() {
     assert_eq!(c.cmd("RCPT TO:<x@example.com>").await.code, 503);
     assert_eq!(c.cmd("STARTTLS").await.code, 503);
     let r = c
-        .transaction("app@example.org", &["r@example.com"], &message("app@example.org", "over-tls"))
+        .transaction(
+            "app@example.org",
+            &["r@example.com"],
+            &message("app@example.org", "over-tls"),
+        )
         .await;
     assert_eq!(r.code, 250, "{r}");
-    assert!(logs().wait_for(c.local, "pipelined after STARTTLS discarded").await);
+    assert!(
+        logs()
+            .wait_for(c.local, "pipelined after STARTTLS discarded")
+            .await
+    );
     c.quit().await;
     assert_eq!(upstream.received().len(), 1);
     assert!(!upstream_saw(&upstream, "smuggler"));
@@ -534,7 +583,10 @@ async fn starttls_not_offered_without_a_certificate() {
     assert!(!ehlo_has(&caps, "STARTTLS"));
     assert!(!caps.lines.iter().any(|l| l.starts_with("AUTH")));
     assert_eq!(code(&c.cmd("STARTTLS").await), (502, Some("5.5.1")));
-    assert_eq!(code(&c.cmd("AUTH PLAIN AGEAYg==").await), (502, Some("5.5.1")));
+    assert_eq!(
+        code(&c.cmd("AUTH PLAIN AGEAYg==").await),
+        (502, Some("5.5.1"))
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -548,7 +600,9 @@ fn argon2_hash(password: &str) -> String {
     let params = argon2::Params::new(64, 1, 1, None).unwrap();
     let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let salt = SaltString::encode_b64(b"dkim-relay-test-salt").unwrap();
-    a.hash_password(password.as_bytes(), &salt).unwrap().to_string()
+    a.hash_password(password.as_bytes(), &salt)
+        .unwrap()
+        .to_string()
 }
 
 const APP_PASSWORD: &str = "correct horse battery staple";
@@ -597,10 +651,15 @@ async fn auth_is_offered_only_over_tls_and_caps_are_reannounced() {
     let caps = c.cmd("EHLO client.test").await;
     assert!(ehlo_has(&caps, "STARTTLS"), "{caps}");
     assert!(!caps.lines.iter().any(|l| l.starts_with("AUTH")), "{caps}");
-    let r = c.cmd(&format!("AUTH PLAIN {}", plain("app", APP_PASSWORD))).await;
+    let r = c
+        .cmd(&format!("AUTH PLAIN {}", plain("app", APP_PASSWORD)))
+        .await;
     assert_eq!(code(&r), (530, Some("5.7.0")), "{r}");
     // Not allowed unauthenticated from here.
-    assert_eq!(code(&c.cmd("MAIL FROM:<app@example.org>").await), (530, Some("5.7.0")));
+    assert_eq!(
+        code(&c.cmd("MAIL FROM:<app@example.org>").await),
+        (530, Some("5.7.0"))
+    );
     c.starttls(&ca).await;
     let caps = c.cmd("EHLO client.test").await;
     assert!(!ehlo_has(&caps, "STARTTLS"), "{caps}");
@@ -612,11 +671,17 @@ async fn auth_plain_user_sends_as_its_domain_only() {
     let (upstream, relay) = start_with_users("").await;
     let mut c = tls_client(&relay).await;
     assert_eq!(c.cmd("EHLO client.test").await.code, 250);
-    let r = c.cmd(&format!("AUTH PLAIN {}", plain("app", APP_PASSWORD))).await;
+    let r = c
+        .cmd(&format!("AUTH PLAIN {}", plain("app", APP_PASSWORD)))
+        .await;
     assert_eq!(code(&r), (235, Some("2.7.0")), "{r}");
     assert_eq!(code(&c.cmd("AUTH LOGIN").await), (503, Some("5.5.1")));
     let r = c
-        .transaction("app@example.org", &["r@example.com"], &message("app@example.org", "mine"))
+        .transaction(
+            "app@example.org",
+            &["r@example.com"],
+            &message("app@example.org", "mine"),
+        )
         .await;
     assert_eq!(r.code, 250, "{r}");
     // Envelope sender outside the user's domains: refused at MAIL.
@@ -625,13 +690,24 @@ async fn auth_plain_user_sends_as_its_domain_only() {
     // From: outside the user's domains (example.net is configured, but not for this user):
     // refused before signing, nothing forwarded.
     let r = c
-        .transaction("app@example.org", &["r@example.com"], &message("ceo@example.net", "not-mine"))
+        .transaction(
+            "app@example.org",
+            &["r@example.com"],
+            &message("ceo@example.net", "not-mine"),
+        )
         .await;
     assert_eq!(code(&r), (550, Some("5.7.1")), "{r}");
-    assert!(logs().wait_for(c.local, "may not send as From domain example.net").await);
+    assert!(
+        logs()
+            .wait_for(c.local, "may not send as From domain example.net")
+            .await
+    );
     // AUTH inside a transaction is refused.
     assert_eq!(c.cmd("MAIL FROM:<app@example.org>").await.code, 250);
-    assert_eq!(code(&c.cmd("AUTH PLAIN AGEAYg==").await), (503, Some("5.5.1")));
+    assert_eq!(
+        code(&c.cmd("AUTH PLAIN AGEAYg==").await),
+        (503, Some("5.5.1"))
+    );
     c.quit().await;
     let got = upstream.received();
     assert_eq!(got.len(), 1);
@@ -652,7 +728,11 @@ async fn auth_login_with_bcrypt_hash_on_implicit_tls() {
     let r = c.cmd(&B64.encode(LEGACY_PASSWORD)).await;
     assert_eq!(code(&r), (235, Some("2.7.0")), "{r}");
     let r = c
-        .transaction("bounce@example.net", &["r@example.com"], &message("news@example.net", "legacy"))
+        .transaction(
+            "bounce@example.net",
+            &["r@example.com"],
+            &message("news@example.net", "legacy"),
+        )
         .await;
     assert_eq!(r.code, 250, "{r}");
     c.quit().await;
@@ -668,7 +748,10 @@ async fn bad_passwords_are_delayed_capped_and_never_logged() {
     let r = c.cmd(&format!("AUTH PLAIN {}", plain("app", wrong))).await;
     assert_eq!(code(&r), (535, Some("5.7.8")), "{r}");
     // Still not authenticated.
-    assert_eq!(code(&c.cmd("MAIL FROM:<app@example.org>").await), (530, Some("5.7.0")));
+    assert_eq!(
+        code(&c.cmd("MAIL FROM:<app@example.org>").await),
+        (530, Some("5.7.0"))
+    );
     // Second failure (unknown user, via LOGIN) reaches the cap: 421 and close.
     assert_eq!(c.cmd("AUTH LOGIN").await.code, 334);
     assert_eq!(c.cmd(&B64.encode("nobody")).await.code, 334);
@@ -701,7 +784,11 @@ async fn auth_in_plaintext_on_loopback_only_when_configured() {
     let r = c.cmd(&plain("app", APP_PASSWORD)).await;
     assert_eq!(code(&r), (235, Some("2.7.0")), "{r}");
     let r = c
-        .transaction("app@example.org", &["r@example.com"], &message("app@example.org", "loopback"))
+        .transaction(
+            "app@example.org",
+            &["r@example.com"],
+            &message("app@example.org", "loopback"),
+        )
         .await;
     assert_eq!(r.code, 250, "{r}");
     c.quit().await;
@@ -716,7 +803,9 @@ async fn auth_in_plaintext_on_loopback_only_when_configured() {
     let mut c = SmtpClient::connect_no_ehlo(relay.addr).await;
     let caps = c.cmd("EHLO client.test").await;
     assert!(!caps.lines.iter().any(|l| l.starts_with("AUTH")), "{caps}");
-    let r = c.cmd(&format!("AUTH PLAIN {}", plain("app", APP_PASSWORD))).await;
+    let r = c
+        .cmd(&format!("AUTH PLAIN {}", plain("app", APP_PASSWORD)))
+        .await;
     assert_eq!(code(&r), (538, Some("5.7.11")), "{r}");
 }
 
@@ -732,7 +821,9 @@ async fn relay_keeps_serving_while_clients_misbehave() {
     half.send_raw(b"MAIL FROM:<app@exa").await;
     let mut stalled = SmtpClient::connect(relay.addr).await;
     open_data(&mut stalled).await;
-    stalled.send_raw(b"From: <app@example.org>\r\nSubject: never ends\r\n").await;
+    stalled
+        .send_raw(b"From: <app@example.org>\r\nSubject: never ends\r\n")
+        .await;
     let mut junk = SmtpClient::connect(relay.addr).await;
     let mut garbage = Vec::new();
     for i in 0..200u32 {
@@ -743,7 +834,11 @@ async fn relay_keeps_serving_while_clients_misbehave() {
     for i in 0..3 {
         let r = within(
             "a normal client",
-            relay.send("app@example.org", &["r@example.com"], &message("app@example.org", &format!("normal{i}"))),
+            relay.send(
+                "app@example.org",
+                &["r@example.com"],
+                &message("app@example.org", &format!("normal{i}")),
+            ),
         )
         .await;
         assert_eq!(r.code, 250, "{r}");
@@ -761,7 +856,11 @@ async fn upstream_plaintext_injected_before_tls_is_discarded() {
     .await;
     let relay = TestRelay::start(RelayOptions::for_upstream(&upstream)).await;
     let r = relay
-        .send("app@example.org", &["r@example.com"], &message("app@example.org", "injection"))
+        .send(
+            "app@example.org",
+            &["r@example.com"],
+            &message("app@example.org", "injection"),
+        )
         .await;
     assert_eq!(r.code, 250, "{r}");
     let got = upstream.received();

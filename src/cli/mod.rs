@@ -95,9 +95,7 @@ pub fn hash_password() -> ExitCode {
     }
     let password = input.trim_end_matches(['\r', '\n']);
     if password.is_empty() {
-        eprintln!(
-            "error: no password on stdin (e.g. `dkim-relay hash-password < password.txt`)"
-        );
+        eprintln!("error: no password on stdin (e.g. `dkim-relay hash-password < password.txt`)");
         return ExitCode::FAILURE;
     }
     match crate::users::hash_password(password.as_bytes()) {

@@ -62,7 +62,8 @@ async fn run(path: &Path, snapshot: config::Snapshot) -> ExitCode {
     let live = Live::new(path, snapshot);
     let relay = Relay::new(embedded);
     spawn_reload_on_sighup(live.clone());
-    let stopped = crate::server::run_listeners(listeners, live, Arc::clone(&relay), shutdown_signal()).await;
+    let stopped =
+        crate::server::run_listeners(listeners, live, Arc::clone(&relay), shutdown_signal()).await;
     if stopped.aborted > 0 {
         tracing::warn!(aborted = stopped.aborted, "stopped with connections cut");
     }

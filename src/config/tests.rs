@@ -331,7 +331,10 @@ fn users_need_real_hashes_and_configured_domains() {
         bcrypt_hash()
     );
     let d = errors(&text);
-    assert!(has(&d, "server.users[0].password_hash", "plaintext"), "{d:?}");
+    assert!(
+        has(&d, "server.users[0].password_hash", "plaintext"),
+        "{d:?}"
+    );
     assert!(has(&d, "server.users[1].domains", "example.com"), "{d:?}");
     // The plaintext value never appears in a message.
     assert!(d.iter().all(|x| !x.to_string().contains("hunter2")));

@@ -262,7 +262,10 @@ impl Conn {
                         if write_out(&mut stream, &mut out).await.is_err() {
                             return End::Closed;
                         }
-                        if !self.data_phase(&mut stream, session, &mut buf, &mut chunk, &mut out).await {
+                        if !self
+                            .data_phase(&mut stream, session, &mut buf, &mut chunk, &mut out)
+                            .await
+                        {
                             return End::Closed;
                         }
                     }
@@ -443,7 +446,10 @@ async fn read_some<S: AsyncRead + Unpin>(
     }
 }
 
-async fn write_out<S: AsyncWrite + Unpin>(stream: &mut S, out: &mut Vec<u8>) -> std::io::Result<()> {
+async fn write_out<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    out: &mut Vec<u8>,
+) -> std::io::Result<()> {
     if out.is_empty() {
         return Ok(());
     }

@@ -851,9 +851,8 @@ key_file = "keys/net-e1.pem"
         }
         std::fs::write(dir.path().join("upstream-ca.pem"), &options.ca_pem).expect("write CA");
         let listener_ca_pem = if options.listener_tls != ListenerTls::None {
-            let certs =
-                dkim_relay::tls::generate_certs(&["localhost".into(), "127.0.0.1".into()])
-                    .expect("listener certificate");
+            let certs = dkim_relay::tls::generate_certs(&["localhost".into(), "127.0.0.1".into()])
+                .expect("listener certificate");
             std::fs::write(dir.path().join("relay-cert.pem"), &certs.cert_chain_pem)
                 .expect("write cert");
             std::fs::write(dir.path().join("relay-key.pem"), &certs.key_pem).expect("write key");
@@ -886,9 +885,14 @@ key_file = "keys/net-e1.pem"
         let live = Live::new(&config_path, snapshot);
         let relay = Relay::new(None);
         let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(server::run_listeners(listeners, live.clone(), relay, async move {
-            let _ = rx.await;
-        }));
+        let handle = tokio::spawn(server::run_listeners(
+            listeners,
+            live.clone(),
+            relay,
+            async move {
+                let _ = rx.await;
+            },
+        ));
         TestRelay {
             addr,
             implicit_addr,

@@ -660,6 +660,18 @@ async fn auth_is_offered_only_over_tls_and_caps_are_reannounced() {
         code(&c.cmd("MAIL FROM:<app@example.org>").await),
         (530, Some("5.7.0"))
     );
+    // A client that pipelines its LOGIN exchange in clear: the credentials become unknown
+    // commands, and neither the replies nor the log repeat them.
+    let secret = B64.encode("Pipelined-Secret-Marker");
+    c.send_raw(format!("AUTH LOGIN\r\n{}\r\n{secret}\r\n", B64.encode("app")).as_bytes())
+        .await;
+    for expected in [530, 500, 500] {
+        let r = c.read_reply().await.unwrap();
+        assert_eq!(r.code, expected, "{r}");
+        assert!(!r.one_line().contains(&secret));
+    }
+    assert!(logs().wait_for(c.local, "Command not recognized").await);
+    assert!(!logs().text().contains(&secret));
     c.starttls(&ca).await;
     let caps = c.cmd("EHLO client.test").await;
     assert!(!ehlo_has(&caps, "STARTTLS"), "{caps}");
@@ -867,4 +879,67 @@ async fn upstream_plaintext_injected_before_tls_is_discarded() {
     assert_eq!(got.len(), 1);
     assert!(got[0].tls);
     assert!(!upstream.plaintext_auth_seen());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_starttls_handshake_closes_and_others_are_served() {
+    let (upstream, relay) = start(|o| o.listener_tls = ListenerTls::StartTls).await;
+    let mut c = SmtpClient::connect(relay.addr).await;
+    c.send_raw(b"STARTTLS\r\n").await;
+    assert_eq!(c.read_reply().await.unwrap().code, 220);
+    // Plaintext where a ClientHello belongs: the handshake fails, nothing is executed.
+    let _ = c
+        .try_send_raw(b"MAIL FROM:<smuggler@example.org>\r\nRCPT TO:<victim@example.com>\r\n")
+        .await;
+    assert!(within("close", c.closed()).await);
+    assert!(logs().wait_for(c.local, "TLS handshake failed").await);
+    let r = relay
+        .send(
+            "app@example.org",
+            &["r@example.com"],
+            &message("app@example.org", "after"),
+        )
+        .await;
+    assert_eq!(r.code, 250, "{r}");
+    assert!(!upstream_saw(&upstream, "smuggler"));
+}
+
+/// `dkim-relay hash-password` prints an argon2id hash that the configuration accepts and
+/// that verifies the password; the password is not echoed.
+#[test]
+fn hash_password_command_makes_usable_hashes() {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dkim-relay"))
+        .arg("hash-password")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Op3rator-Chosen\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let hash = text.trim();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    assert!(!text.contains("Op3rator-Chosen"));
+    let parsed = dkim_relay::users::PasswordHash::parse(hash).unwrap();
+    assert!(parsed.verify(b"Op3rator-Chosen"));
+    assert!(!parsed.verify(b"Op3rator-Chosen\n"));
+    // Empty input is an error, not a hash of nothing.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dkim-relay"))
+        .arg("hash-password")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
 }

@@ -110,13 +110,6 @@ pub struct ServerTls {
     pub handshake_timeout: Duration,
 }
 
-impl Server {
-    /// Whether AUTH may be offered on a connection from `peer` in its current TLS state.
-    pub fn auth_offered(&self, tls: bool, peer: std::net::IpAddr) -> bool {
-        !self.users.is_empty() && (tls || (self.auth_plaintext_loopback && is_loopback(peer)))
-    }
-}
-
 /// Loopback, including an IPv4 loopback client seen through an IPv6 socket.
 pub fn is_loopback(ip: std::net::IpAddr) -> bool {
     match ip {

@@ -437,11 +437,11 @@ impl Session {
                 }
             }
             Command::Auth { mechanism, initial } => self.auth_command(mechanism, initial),
-            Command::Unknown(verb) => Action::Reply(Reply::new(
-                500,
-                "5.5.2",
-                format!("Command {verb} not recognized"),
-            )),
+            // The verb is not echoed: a client that pipelines AUTH continuations after a refused
+            // AUTH sends base64 credentials here, and replies are logged.
+            Command::Unknown(_) => {
+                Action::Reply(Reply::new(500, "5.5.2", "Command not recognized"))
+            }
         }
     }
 

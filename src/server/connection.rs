@@ -313,6 +313,19 @@ impl Conn {
         session: &mut Session,
         creds: crate::smtp::session::Credentials,
     ) -> Action {
+        // Each argon2 check takes ~19 MiB and real CPU time: a bounded number run at once, so
+        // a crowd of clients guessing passwords cannot exhaust memory.
+        static VERIFIERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+        let deadline =
+            (Instant::now() + self.snapshot.server.command_timeout).min(self.session_deadline);
+        let Ok(Ok(_permit)) = tokio::time::timeout_at(deadline, VERIFIERS.acquire()).await else {
+            tracing::warn!(conn = self.conn_id, client = %self.peer, "authentication not checked: verifiers busy");
+            return Action::Reply(Reply::new(
+                454,
+                "4.7.0",
+                "Temporary authentication failure; try again later",
+            ));
+        };
         let snapshot = Arc::clone(&self.snapshot);
         let user_name = creds.user.clone();
         let checked = tokio::task::spawn_blocking(move || {

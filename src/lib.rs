@@ -33,3 +33,4 @@ pub mod sim;
 pub mod smtp;
 pub mod tls;
 pub mod upstream;
+pub mod users;

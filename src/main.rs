@@ -37,6 +37,9 @@ enum Command {
         #[arg(long)]
         region: String,
     },
+    /// Read a submission user's password on stdin and print an argon2id hash for
+    /// `[[server.users]] password_hash`.
+    HashPassword,
     /// Generate a DKIM key pair: writes the private key (mode 0600) and prints the DNS record.
     Keygen {
         #[arg(long)]
@@ -103,6 +106,7 @@ fn main() -> ExitCode {
         Command::Serve { config } => dkim_relay::cli::serve(&config),
         Command::Check { config } => dkim_relay::cli::check(&config),
         Command::SmtpPassword { region } => dkim_relay::cli::smtp_password(&region),
+        Command::HashPassword => dkim_relay::cli::hash_password(),
         Command::Keygen {
             domain,
             selector,

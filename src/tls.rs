@@ -1,4 +1,4 @@
-//! Server-side TLS for the SES simulator: certificate generation (a throwaway CA and a leaf
+//! Server-side TLS for the SES simulator and the relay's own listener: certificate generation (a throwaway CA and a leaf
 //! named like the SES endpoint) and rustls configs.
 //!
 //! SES rule (ses-smtp.md §1, §8.1): the endpoint speaks TLS 1.2 and 1.3 only, and presents a
@@ -97,6 +97,11 @@ pub fn generate_certs(names: &[String]) -> Result<GeneratedCerts, TlsError> {
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// The certificates in a PEM file (at least one), for configuration checks.
+pub fn certs_in(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    certs(pem)
 }
 
 fn certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {

@@ -107,3 +107,67 @@ proptest! {
         let _ = dkim_relay::config::load_str(Path::new("fuzz.toml"), &text);
     }
 }
+
+fn session_limits() -> dkim_relay::smtp::session::Limits {
+    dkim_relay::smtp::session::Limits {
+        hostname: "relay.test".into(),
+        max_message_size: 4096,
+        max_recipients: 3,
+        max_errors: 1000,
+        starttls: true,
+        auth_users: true,
+        auth_plaintext: true,
+        max_auth_failures: 1000,
+    }
+}
+
+fn command_lines() -> impl Strategy<Value = Vec<Vec<u8>>> {
+    let verbs = prop_oneof![
+        Just(b"EHLO x".to_vec()),
+        Just(b"MAIL FROM:<a@example.org>".to_vec()),
+        Just(b"RCPT TO:<b@example.com>".to_vec()),
+        Just(b"DATA".to_vec()),
+        Just(b"RSET".to_vec()),
+        Just(b"STARTTLS".to_vec()),
+        Just(b"AUTH PLAIN".to_vec()),
+        Just(b"AUTH LOGIN".to_vec()),
+        Just(b"AUTH PLAIN AGEAYg==".to_vec()),
+        Just(b"*".to_vec()),
+        smtpish(),
+    ];
+    prop::collection::vec(verbs, 0..40)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// The session state machine, AUTH continuations included, never panics whatever the
+    /// order of commands, and a transaction never survives STARTTLS.
+    #[test]
+    fn session_never_panics_and_tls_resets(lines in command_lines(), tls_at in 0usize..40) {
+        use dkim_relay::smtp::session::{Action, Session};
+        let mut s = Session::new(session_limits(), true);
+        for (i, l) in lines.into_iter().enumerate() {
+            match s.command(Ok(l)) {
+                Action::StartTls(_) if i >= tls_at => {
+                    s.tls_started();
+                    prop_assert!(!s.in_transaction());
+                    prop_assert!(s.user().is_none());
+                }
+                Action::Authenticate(_) => { let _ = s.auth_result(None); }
+                Action::StartData(_) => { let _ = s.data_finished(Ok(b"From: a@b.c\r\n\r\n".to_vec())); }
+                _ => {}
+            }
+        }
+    }
+
+    /// Any configured `password_hash` string is parsed without panicking, and anything
+    /// accepted is an argon2 or bcrypt hash.
+    #[test]
+    fn password_hash_parser_never_panics(s in "\\PC{0,120}") {
+        if dkim_relay::users::PasswordHash::parse(&s).is_ok() {
+            let t = s.trim();
+            prop_assert!(t.starts_with("$argon2") || t.starts_with("$2"));
+        }
+    }
+}

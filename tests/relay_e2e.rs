@@ -382,6 +382,9 @@ async fn upstream_unreachable_is_temporary() {
         max_message_size: None,
         upstream_data_timeout_secs: None,
         upstream_extra: String::new(),
+        server_extra: String::new(),
+        extra_toml: String::new(),
+        listener_tls: ListenerTls::None,
     })
     .await;
     let r = relay

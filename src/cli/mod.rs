@@ -186,6 +186,32 @@ pub fn smtp_password(region: &str) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `dkim-relay hash-password`: reads one password on stdin (first line; the line end is not
+/// part of it) and prints an argon2id hash for `[[server.users]] password_hash`. The password
+/// itself is never printed or logged.
+pub fn hash_password() -> ExitCode {
+    let mut input = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut input) {
+        eprintln!("error: cannot read the password from stdin: {e}");
+        return ExitCode::FAILURE;
+    }
+    let password = input.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        eprintln!("error: no password on stdin (e.g. `dkim-relay hash-password < password.txt`)");
+        return ExitCode::FAILURE;
+    }
+    match crate::users::hash_password(password.as_bytes()) {
+        Ok(h) => {
+            println!("{h}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: hashing failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// `dkim-relay keygen`: writes `KEYS_DIR/DOMAIN/SELECTOR.pem` (0600, never overwritten) and
 /// prints the DNS record and the config lines to add.
 pub fn keygen(domain: &str, selector: &str, algorithm: &str, bits: u32, dir: &Path) -> ExitCode {

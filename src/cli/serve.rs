@@ -60,21 +60,24 @@ async fn run(path: &Path, mut snapshot: config::Snapshot) -> ExitCode {
             }
         }
     };
-    let listeners = match crate::server::bind(&snapshot.server.listen).await {
+    let listeners = match crate::server::bind_all(&snapshot.server).await {
         Ok(l) => l,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
-    for a in &snapshot.server.listen {
-        tracing::info!(address = %a, domains = snapshot.domains.len(), "dkim-relay listening");
+    for l in &listeners {
+        if let Ok(a) = l.tcp.local_addr() {
+            tracing::info!(address = %a, mode = ?l.mode, domains = snapshot.domains.len(), "dkim-relay listening");
+        }
     }
     let live = Live::new(path, snapshot);
     let relay = Relay::new(embedded);
     spawn_reload_on_sighup(live.clone());
     let watcher = config::watch::spawn(live.clone());
-    let stopped = crate::server::run(listeners, live, Arc::clone(&relay), shutdown_signal()).await;
+    let stopped =
+        crate::server::run_listeners(listeners, live, Arc::clone(&relay), shutdown_signal()).await;
     watcher.abort();
     if stopped.aborted > 0 {
         tracing::warn!(aborted = stopped.aborted, "stopped with connections cut");

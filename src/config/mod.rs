@@ -91,6 +91,36 @@ pub struct Server {
     pub shutdown_grace: Duration,
     pub bare_newline: BareNewline,
     pub allow_networks: Vec<Network>,
+    /// Upper bound on the whole DATA phase, however the client paces its bytes.
+    pub data_total_timeout: Duration,
+    /// Zero: greet at once. Otherwise wait this long and refuse a client that talks first.
+    pub greeting_delay: Duration,
+    pub auth_plaintext_loopback: bool,
+    pub auth_failure_delay: Duration,
+    pub max_auth_failures: u32,
+    /// The listener's TLS (STARTTLS and implicit listeners); `None` when not configured.
+    pub tls: Option<ServerTls>,
+    pub users: Vec<crate::users::User>,
+}
+
+/// Listener-side TLS, loaded at configuration time (a reload picks up a renewed certificate).
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    pub config: Arc<rustls::ServerConfig>,
+    pub cert_file: PathBuf,
+    pub implicit_listen: Vec<SocketAddr>,
+    pub handshake_timeout: Duration,
+}
+
+/// Loopback, including an IPv4 loopback client seen through an IPv6 socket.
+pub fn is_loopback(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(|v4| v4.is_loopback())
+            .unwrap_or(v6.is_loopback()),
+        v4 => v4.is_loopback(),
+    }
 }
 
 /// Where the SES SMTP password comes from. The secret itself is read at load time and never
@@ -329,6 +359,37 @@ impl Snapshot {
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
+        out.push_str(&format!(
+            "data_total_timeout_secs = {}\ngreeting_delay_ms = {}\nauth_plaintext_loopback = {}\nauth_failure_delay_ms = {}\nmax_auth_failures = {}\n",
+            s.data_total_timeout.as_secs(),
+            s.greeting_delay.as_millis(),
+            s.auth_plaintext_loopback,
+            s.auth_failure_delay.as_millis(),
+            s.max_auth_failures
+        ));
+        if let Some(t) = &s.tls {
+            out.push_str(&format!(
+                "[server.tls]\ncert_file = \"{}\"\nkey_file = \"********\"\nimplicit_listen = [{}]\nhandshake_timeout_secs = {}\n",
+                t.cert_file.display(),
+                t.implicit_listen
+                    .iter()
+                    .map(|a| format!("\"{a}\""))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                t.handshake_timeout.as_secs()
+            ));
+        }
+        for u in &s.users {
+            out.push_str(&format!(
+                "[[server.users]]\nname = \"{}\"\npassword_hash = \"********\"\ndomains = [{}]\n",
+                u.name,
+                u.domains
+                    .iter()
+                    .map(|d| format!("\"{}\"", d.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
         let u = &self.upstream;
         out.push_str("\n[upstream]\n");
         match &u.target {

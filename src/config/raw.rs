@@ -82,6 +82,40 @@ pub struct RawServer {
     pub shutdown_grace_secs: Option<u64>,
     pub bare_newline: Option<BareNewline>,
     pub allow_networks: Option<Vec<String>>,
+    /// Whole-DATA-phase limit, on top of the per-read `data_timeout_secs`.
+    pub data_total_timeout_secs: Option<u64>,
+    /// Wait this long before the greeting; a client that talks first is refused (pregreet).
+    pub greeting_delay_ms: Option<u64>,
+    /// Offer AUTH without TLS to loopback clients.
+    pub auth_plaintext_loopback: Option<bool>,
+    /// Delay before answering a failed AUTH.
+    pub auth_failure_delay_ms: Option<u64>,
+    /// Failed AUTH attempts allowed per session before 421 and close.
+    pub max_auth_failures: Option<u32>,
+    pub tls: Option<RawServerTls>,
+    #[serde(default)]
+    pub users: Vec<RawUser>,
+}
+
+/// `[server.tls]`: the listener's certificate (STARTTLS, and implicit TLS listeners).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawServerTls {
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    /// Implicit-TLS (RFC 8314) listen addresses.
+    pub implicit_listen: Option<OneOrMany>,
+    pub handshake_timeout_secs: Option<u64>,
+}
+
+/// `[[server.users]]`: one submission user.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUser {
+    pub name: String,
+    pub password_hash: String,
+    #[serde(default)]
+    pub domains: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -347,3 +347,110 @@ fn reload_and_dns_errors_are_located() {
     let d = errors(&config("[reload]\nwatch = true\nwach = 1\n"));
     assert!(has(&d, "reload.wach", "unknown field"), "{d:?}");
 }
+
+fn bcrypt_hash() -> String {
+    bcrypt::hash("pw", 4).unwrap()
+}
+
+#[test]
+fn open_relay_guard_accepts_users_or_loopback_only_networks() {
+    let keys = Keys::new();
+    let k = keys.write("s1.pem", Algorithm::RsaSha256);
+    // Non-loopback networks without users: refused (not only 0.0.0.0/0).
+    let text = format!(
+        "[server]\nlisten = \"0.0.0.0:2525\"\nallow_networks = [\"10.0.0.0/8\"]\n{}",
+        config(&domain(&k, ""))
+    );
+    assert!(has(
+        &errors(&text),
+        "server.allow_networks",
+        "open signing relay"
+    ));
+    // Loopback-only networks on a public listener: fine.
+    let text = format!(
+        "[server]\nlisten = \"0.0.0.0:2525\"\n{}",
+        config(&domain(&k, ""))
+    );
+    warnings(&text);
+    // Users exist: fine (they must authenticate), with a warning when TLS is missing.
+    let text = format!(
+        "[server]\nlisten = \"0.0.0.0:2525\"\nallow_networks = [\"10.0.0.0/8\"]\n{}\n\
+         [[server.users]]\nname = \"app\"\npassword_hash = \"{}\"\ndomains = [\"example.org\"]\n",
+        config(&domain(&k, "")),
+        bcrypt_hash()
+    );
+    assert!(has(&warnings(&text), "server.users", "[server.tls]"));
+}
+
+#[test]
+fn users_need_real_hashes_and_configured_domains() {
+    let keys = Keys::new();
+    let k = keys.write("s1.pem", Algorithm::RsaSha256);
+    let text = format!(
+        "{}\n[[server.users]]\nname = \"app\"\npassword_hash = \"hunter2\"\ndomains = [\"example.org\"]\n\
+         [[server.users]]\nname = \"b\"\npassword_hash = \"{}\"\ndomains = [\"example.com\"]\n",
+        config(&domain(&k, "")),
+        bcrypt_hash()
+    );
+    let d = errors(&text);
+    assert!(
+        has(&d, "server.users[0].password_hash", "plaintext"),
+        "{d:?}"
+    );
+    assert!(has(&d, "server.users[1].domains", "example.com"), "{d:?}");
+    // The plaintext value never appears in a message.
+    assert!(d.iter().all(|x| !x.to_string().contains("hunter2")));
+}
+
+#[test]
+fn users_resolve_with_subdomain_switch() {
+    let keys = Keys::new();
+    let k = keys.write("s1.pem", Algorithm::RsaSha256);
+    let text = format!(
+        "{}\n[[server.users]]\nname = \"app\"\npassword_hash = \"{}\"\ndomains = [\"Example.ORG\"]\n",
+        config(&domain(&k, "subdomains = true")),
+        bcrypt_hash()
+    );
+    let snap = load_str(Path::new("t.toml"), &text).unwrap();
+    let u = &snap.server.users[0];
+    assert_eq!(u.domains[0].name, "example.org");
+    assert!(u.domains[0].subdomains);
+    assert!(!snap.describe().contains("$2b$"));
+}
+
+#[test]
+fn listener_tls_errors_name_the_key() {
+    let keys = Keys::new();
+    let k = keys.write("s1.pem", Algorithm::RsaSha256);
+    let certs = crate::tls::generate_certs(&["localhost".into()]).unwrap();
+    let cert = keys.dir.path().join("cert.pem");
+    std::fs::write(&cert, &certs.cert_chain_pem).unwrap();
+    let bad_key = keys.dir.path().join("bad-key.pem");
+    std::fs::write(&bad_key, "not a key").unwrap();
+    let text = format!(
+        "[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n{}",
+        cert.display(),
+        bad_key.display(),
+        config(&domain(&k, ""))
+    );
+    assert!(has(&errors(&text), "server.tls.key_file", "bad-key.pem"));
+    let text = format!(
+        "[server.tls]\ncert_file = \"{}\"\n{}",
+        keys.dir.path().join("missing.pem").display(),
+        config(&domain(&k, ""))
+    );
+    let d = errors(&text);
+    assert!(has(&d, "server.tls.cert_file", "cannot read"), "{d:?}");
+    assert!(has(&d, "server.tls.key_file", "missing"), "{d:?}");
+    let good_key = keys.dir.path().join("key.pem");
+    std::fs::write(&good_key, &certs.key_pem).unwrap();
+    let text = format!(
+        "[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nimplicit_listen = \"127.0.0.1:4650\"\n{}",
+        cert.display(),
+        good_key.display(),
+        config(&domain(&k, ""))
+    );
+    let snap = load_str(Path::new("t.toml"), &text).unwrap();
+    let tls = snap.server.tls.as_ref().unwrap();
+    assert_eq!(tls.implicit_listen[0].port(), 4650);
+}

@@ -117,23 +117,33 @@ pub(super) fn resolve(file: &Path, text: &str, raw: RawConfig) -> LoadResult {
         }
     }
 
-    if let (Some(server), Some(_)) = (&server, &upstream) {
-        // Open relay guard: a non-loopback listener must not accept unauthenticated mail from
-        // anywhere (hardening: no users yet, so allow_networks is the only gate).
-        let public = server.listen.iter().any(|a| !a.ip().is_loopback());
-        let open = server
-            .allow_networks
+    let mut server = server;
+    if let Some(server) = &mut server {
+        server.users = users(&mut cx, &raw.server.users, &domains);
+        // Open relay guard: a non-loopback listener is fine when only loopback clients may
+        // submit unauthenticated, or when users exist (they must authenticate, over TLS).
+        // Otherwise anything that can reach the port could send mail signed for our domains.
+        let public = server
+            .listen
             .iter()
-            .any(|n| n.prefix_len() == 0 || !n.is_loopback());
-        if public && open {
-            let any_open = server.allow_networks.iter().any(|n| n.prefix_len() == 0);
-            if any_open {
-                cx.error(
-                    &["server", "allow_networks"],
-                    "listening on a non-loopback address while any address may submit without \
-                     authentication would make this an open signing relay",
-                );
-            }
+            .chain(server.tls.iter().flat_map(|t| t.implicit_listen.iter()))
+            .any(|a| !a.ip().is_loopback());
+        let loopback_only = server.allow_networks.iter().all(|n| n.is_loopback());
+        if public && !loopback_only && server.users.is_empty() {
+            cx.error(
+                &["server", "allow_networks"],
+                "listening on a non-loopback address while non-loopback clients may submit \
+                 without authentication, and no [[server.users]] exist: this would be an open \
+                 signing relay. Restrict allow_networks to loopback, add users, or listen on \
+                 loopback only",
+            );
+        }
+        if public && !server.users.is_empty() && server.tls.is_none() {
+            cx.warn(
+                &["server", "users"],
+                "users are configured but [server.tls] is not: AUTH is offered only over TLS \
+                 (or to loopback clients with auth_plaintext_loopback = true)",
+            );
         }
     }
 
@@ -256,6 +266,39 @@ fn server(cx: &mut Ctx<'_>, raw: &super::raw::RawServer) -> Option<Server> {
         );
         ok = false;
     }
+    let data_total_timeout = positive(
+        cx,
+        "data_total_timeout_secs",
+        raw.data_total_timeout_secs,
+        600,
+        3600,
+    );
+    let millis = |cx: &mut Ctx<'_>, key: &str, v: Option<u64>, default: u64, max: u64| {
+        let v = v.unwrap_or(default);
+        if v > max {
+            cx.error(
+                &["server", key],
+                format!("must be between 0 and {max} milliseconds"),
+            );
+        }
+        std::time::Duration::from_millis(v.min(max))
+    };
+    let greeting_delay = millis(cx, "greeting_delay_ms", raw.greeting_delay_ms, 0, 30_000);
+    let auth_failure_delay = millis(
+        cx,
+        "auth_failure_delay_ms",
+        raw.auth_failure_delay_ms,
+        1000,
+        30_000,
+    );
+    let max_auth_failures = raw.max_auth_failures.unwrap_or(3);
+    if max_auth_failures == 0 {
+        cx.error(&["server", "max_auth_failures"], "must be at least 1");
+    }
+    let tls = raw.tls.as_ref().and_then(|t| server_tls(cx, t));
+    if raw.tls.is_some() && tls.is_none() {
+        ok = false;
+    }
     ok.then(|| Server {
         listen,
         hostname,
@@ -271,7 +314,152 @@ fn server(cx: &mut Ctx<'_>, raw: &super::raw::RawServer) -> Option<Server> {
         shutdown_grace,
         bare_newline: raw.bare_newline.unwrap_or_default(),
         allow_networks,
+        data_total_timeout,
+        greeting_delay,
+        auth_plaintext_loopback: raw.auth_plaintext_loopback.unwrap_or(false),
+        auth_failure_delay,
+        max_auth_failures: max_auth_failures.max(1),
+        tls,
+        users: Vec::new(),
     })
+}
+
+/// `[server.tls]`: reads the certificate chain and key now, so a bad file is a configuration
+/// error naming its key rather than a handshake failure later.
+fn server_tls(cx: &mut Ctx<'_>, raw: &super::raw::RawServerTls) -> Option<ServerTls> {
+    let at = |k: &'static str| ["server", "tls", k];
+    let read = |cx: &mut Ctx<'_>, key: &'static str, v: &Option<String>| match v {
+        None => {
+            cx.error(&at(key), "missing: a PEM file is needed");
+            None
+        }
+        Some(f) => {
+            let p = cx.resolve_path(f);
+            match std::fs::read(&p) {
+                Ok(b) => Some((p, b)),
+                Err(e) => {
+                    cx.error(&at(key), format!("cannot read {}: {e}", p.display()));
+                    None
+                }
+            }
+        }
+    };
+    let cert = read(cx, "cert_file", &raw.cert_file);
+    let key = read(cx, "key_file", &raw.key_file);
+    let mut implicit_listen = Vec::new();
+    for l in raw
+        .implicit_listen
+        .as_ref()
+        .map(|l| l.to_vec())
+        .unwrap_or_default()
+    {
+        match l.parse::<SocketAddr>() {
+            Ok(a) => implicit_listen.push(a),
+            Err(_) => cx.error(
+                &at("implicit_listen"),
+                format!("`{l}` is not an address:port (for example \"127.0.0.1:4650\")"),
+            ),
+        }
+    }
+    let hs = raw.handshake_timeout_secs.unwrap_or(10);
+    if hs == 0 || hs > 300 {
+        cx.error(
+            &at("handshake_timeout_secs"),
+            "must be between 1 and 300 seconds",
+        );
+    }
+    let ((cert_file, cert_pem), (key_path, key_pem)) = (cert?, key?);
+    if crate::tls::certs_in(&cert_pem).is_err() {
+        cx.error(
+            &at("cert_file"),
+            format!("{} holds no PEM certificate", cert_file.display()),
+        );
+        return None;
+    }
+    match crate::tls::server_config(&cert_pem, &key_pem) {
+        Ok(config) => Some(ServerTls {
+            config,
+            cert_file,
+            implicit_listen,
+            handshake_timeout: secs(hs.clamp(1, 300)),
+        }),
+        Err(e) => {
+            cx.error(
+                &at("key_file"),
+                format!(
+                    "{} does not fit the certificate or is not a PEM private key: {e}",
+                    key_path.display()
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// `[[server.users]]`: each name once, a real password hash, and only configured domains.
+fn users(
+    cx: &mut Ctx<'_>,
+    raw: &[super::raw::RawUser],
+    domains: &BTreeMap<String, Arc<Domain>>,
+) -> Vec<crate::users::User> {
+    let mut out: Vec<crate::users::User> = Vec::new();
+    for (i, u) in raw.iter().enumerate() {
+        let key = |k: &str| format!("server.users[{i}].{k}");
+        let push = |cx: &mut Ctx<'_>, k: &str, msg: String| {
+            let line = cx.line(&["server", "users"]);
+            cx.found.push(Diagnostic {
+                severity: Severity::Error,
+                file: cx.file.clone(),
+                line,
+                key: key(k),
+                message: msg,
+            });
+        };
+        if u.name.is_empty() || u.name.len() > 256 || u.name.chars().any(|c| c.is_control()) {
+            push(cx, "name", "must be a non-empty user name".into());
+            continue;
+        }
+        if out.iter().any(|o| o.name == u.name) {
+            push(cx, "name", format!("user {} is configured twice", u.name));
+            continue;
+        }
+        let hash = match crate::users::PasswordHash::parse(&u.password_hash) {
+            Ok(h) => h,
+            Err(e) => {
+                push(cx, "password_hash", e.to_string());
+                continue;
+            }
+        };
+        if u.domains.is_empty() {
+            push(
+                cx,
+                "domains",
+                "list the sending domains this user may use in From:".into(),
+            );
+            continue;
+        }
+        let mut allowed = Vec::new();
+        for d in &u.domains {
+            let name = crate::message::address::to_ascii_domain(d).unwrap_or_default();
+            match domains.get(&name) {
+                Some(dom) => allowed.push(crate::users::AllowedDomain {
+                    name: dom.name.clone(),
+                    subdomains: dom.subdomains,
+                }),
+                None => push(
+                    cx,
+                    "domains",
+                    format!("`{d}` is not a configured [domains.\"…\"] entry"),
+                ),
+            }
+        }
+        out.push(crate::users::User {
+            name: u.name.clone(),
+            hash,
+            domains: allowed,
+        });
+    }
+    out
 }
 
 fn upstream(

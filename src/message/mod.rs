@@ -21,6 +21,8 @@ pub struct Envelope {
     /// `None` is the null sender `<>`.
     pub mail_from: Option<Mailbox>,
     pub rcpts: Vec<Mailbox>,
+    /// The authenticated user, when the client logged in: its domains bound `From:`.
+    pub submitter: Option<crate::users::Submitter>,
 }
 
 /// A message ready to sign: the domain that signs it, its rewritten envelope sender and its
@@ -56,6 +58,20 @@ pub fn prepare(snapshot: &Snapshot, envelope: &Envelope, data: &[u8]) -> Result<
         };
         Reply::new(550, "5.6.0", format!("{e}{why}"))
     })?;
+    // An authenticated user may only send as its own domains: checked before the key is even
+    // chosen, so a message outside them is never signed.
+    if let Some(sub) = &envelope.submitter
+        && !sub.may_use(&author.domain)
+    {
+        return Err(Reply::new(
+            550,
+            "5.7.1",
+            format!(
+                "User {} may not send as From domain {}",
+                sub.user, author.domain
+            ),
+        ));
+    }
     let domain = snapshot.domain_for(&author.domain).ok_or_else(|| {
         Reply::new(
             550,

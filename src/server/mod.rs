@@ -31,6 +31,33 @@ pub async fn bind(addrs: &[SocketAddr]) -> std::io::Result<Vec<TcpListener>> {
     Ok(out)
 }
 
+/// A bound listening socket and how connections on it begin.
+pub struct Listener {
+    pub tcp: TcpListener,
+    pub mode: connection::Mode,
+}
+
+/// Binds every address of the configuration: `listen` (plaintext SMTP, STARTTLS when
+/// configured) and `[server.tls] implicit_listen` (RFC 8314 implicit TLS).
+pub async fn bind_all(server: &crate::config::Server) -> std::io::Result<Vec<Listener>> {
+    let mut out = Vec::new();
+    for tcp in bind(&server.listen).await? {
+        out.push(Listener {
+            tcp,
+            mode: connection::Mode::Plain,
+        });
+    }
+    if let Some(tls) = &server.tls {
+        for tcp in bind(&tls.implicit_listen).await? {
+            out.push(Listener {
+                tcp,
+                mode: connection::Mode::ImplicitTls,
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// How the server stopped.
 #[derive(Debug, Default)]
 pub struct Stopped {
@@ -66,9 +93,26 @@ impl Drop for Slot {
     }
 }
 
-/// Serves until `shutdown` completes, then drains.
+/// Serves plaintext listeners until `shutdown` completes, then drains.
 pub async fn run(
     listeners: Vec<TcpListener>,
+    live: Live,
+    relay: Arc<Relay>,
+    shutdown: impl Future<Output = ()>,
+) -> Stopped {
+    let listeners = listeners
+        .into_iter()
+        .map(|tcp| Listener {
+            tcp,
+            mode: connection::Mode::Plain,
+        })
+        .collect();
+    run_listeners(listeners, live, relay, shutdown).await
+}
+
+/// Serves until `shutdown` completes, then drains.
+pub async fn run_listeners(
+    listeners: Vec<Listener>,
     live: Live,
     relay: Arc<Relay>,
     shutdown: impl Future<Output = ()>,
@@ -82,10 +126,11 @@ pub async fn run(
     for listener in listeners {
         let tx = accepted_tx.clone();
         acceptors.spawn(async move {
+            let mode = listener.mode;
             loop {
-                match listener.accept().await {
-                    Ok(pair) => {
-                        if tx.send(pair).await.is_err() {
+                match listener.tcp.accept().await {
+                    Ok((stream, peer)) => {
+                        if tx.send((stream, peer, mode)).await.is_err() {
                             return;
                         }
                     }
@@ -103,7 +148,7 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
-            Some((stream, peer)) = accepted_rx.recv() => {
+            Some((stream, peer, mode)) = accepted_rx.recv() => {
                 let snapshot = live.snapshot();
                 let limits = (&snapshot.server.max_connections, &snapshot.server.max_connections_per_ip);
                 let admitted = {
@@ -120,6 +165,11 @@ pub async fn run(
                 if !admitted {
                     tracing::warn!(client = %peer, "connection refused: too many connections");
                     let host = snapshot.server.hostname.clone();
+                    if mode == connection::Mode::ImplicitTls {
+                        // A TLS client cannot read a plaintext 421: just close.
+                        drop(stream);
+                        continue;
+                    }
                     tasks.spawn(async move {
                         let mut stream = stream;
                         let r = Reply::new(421, "4.7.0", format!("{host} Too many connections, try again later"));
@@ -134,7 +184,7 @@ pub async fn run(
                 let _ = stream.set_nodelay(true);
                 tasks.spawn(async move {
                     let _slot = slot;
-                    connection::handle(stream, peer, id, snapshot, relay, rx).await;
+                    connection::handle(stream, peer, id, snapshot, relay, rx, mode).await;
                 });
             }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}

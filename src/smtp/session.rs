@@ -2,13 +2,55 @@
 //!
 //! Each command line goes in, an [`Action`] comes out; the connection driver performs it
 //! (write, switch to DATA, close). Handlers never write — one place does (see
-//! `server::connection`). Transaction state is reset after RSET, after EHLO/HELO, and after
-//! every DATA, whatever its outcome.
+//! `server::connection`). Transaction state is reset after RSET, after EHLO/HELO, after
+//! every DATA whatever its outcome, after STARTTLS (RFC 3207 §4.2: back to the greeting, the
+//! client must EHLO again, nothing learnt before TLS is kept) and around AUTH (RFC 4954: AUTH is
+//! refused inside a transaction, and allowed once per session).
+//!
+//! Who may submit: a client in `allow_networks`, or one that authenticated as a configured
+//! user. AUTH is offered only over TLS (or, when configured, to loopback clients) so a password
+//! never crosses a network in clear. Checking a password is slow on purpose and is done by the
+//! connection driver ([`Action::Authenticate`] → [`Session::auth_result`]), so this state
+//! machine stays free of I/O and of CPU-heavy work.
+
+use base64::Engine;
 
 use super::codec::{DataError, LineError};
 use super::command::{self, Command, Mailbox};
 use super::reply::Reply;
 use crate::message::Envelope;
+use crate::users::Submitter;
+
+/// AUTH PLAIN response: base64 of `authzid NUL authcid NUL passwd` (RFC 4616); `=` is empty.
+fn plain(b64: &[u8]) -> Action {
+    let raw = if b64 == b"=" {
+        Vec::new()
+    } else {
+        match base64::engine::general_purpose::STANDARD.decode(b64) {
+            Ok(r) => r,
+            Err(_) => return Action::Reply(Reply::new(501, "5.5.2", "Malformed AUTH response")),
+        }
+    };
+    let parts: Vec<&[u8]> = raw.split(|&b| b == 0).collect();
+    let creds = match parts.as_slice() {
+        [_authz, user, pass] => std::str::from_utf8(user)
+            .ok()
+            .zip(std::str::from_utf8(pass).ok()),
+        _ => None,
+    };
+    match creds {
+        Some((user, password)) => Action::Authenticate(Credentials {
+            user: user.to_string(),
+            password: password.to_string(),
+        }),
+        None => Action::Reply(Reply::new(501, "5.5.2", "Malformed AUTH PLAIN response")),
+    }
+}
+
+fn decode(b64: &[u8]) -> Option<String> {
+    let raw = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    String::from_utf8(raw).ok()
+}
 
 /// What the session needs to know about its limits; copied from the config snapshot taken
 /// when the connection was accepted.
@@ -18,6 +60,31 @@ pub struct Limits {
     pub max_message_size: usize,
     pub max_recipients: usize,
     pub max_errors: u32,
+    /// A listener certificate is configured: STARTTLS can be offered.
+    pub starttls: bool,
+    /// Users are configured: AUTH can be offered (over TLS).
+    pub auth_users: bool,
+    /// AUTH may be offered without TLS (a loopback client, `auth_plaintext_loopback`).
+    pub auth_plaintext: bool,
+    /// Failed AUTH attempts before 421 and close.
+    pub max_auth_failures: u32,
+}
+
+/// Credentials from AUTH PLAIN or LOGIN, to be checked by the connection driver. The password
+/// is masked in `Debug` so it cannot reach a log line by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password", &"********")
+            .finish()
+    }
 }
 
 /// What the connection driver must do next.
@@ -29,6 +96,16 @@ pub enum Action {
     StartData(Reply),
     /// Write this reply and close the connection.
     Close(Reply),
+    /// Write this reply and discard whatever the client sent after the command: it was
+    /// pipelined behind a DATA that was refused (RFC 2920 §3.1: DATA ends a group), so it is
+    /// message content, never commands.
+    ReplyDiscard(Reply),
+    /// Write this reply (220), discard any buffered input (CVE-2011-0411: nothing sent before
+    /// the handshake may be executed after it), run the TLS handshake, then call
+    /// [`Session::tls_started`].
+    StartTls(Reply),
+    /// Check these credentials, then call [`Session::auth_result`].
+    Authenticate(Credentials),
 }
 
 /// A message received in full, ready to be relayed.
@@ -52,14 +129,30 @@ enum State {
     Data,
 }
 
+/// Where an AUTH exchange stands (RFC 4954 continuations).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum AuthStep {
+    None,
+    /// `334 ` sent; the next line is the PLAIN response.
+    Plain,
+    /// `334 VXNlcm5hbWU6` sent; the next line is the user name.
+    LoginUser,
+    /// `334 UGFzc3dvcmQ6` sent; the next line is the password.
+    LoginPass(String),
+}
+
 #[derive(Debug)]
 pub struct Session {
     limits: Limits,
-    /// May this client submit mail (allow_networks)?
+    /// May this client submit mail without authenticating (allow_networks)?
     allowed: bool,
     state: State,
     envelope: Envelope,
     errors: u32,
+    tls: bool,
+    user: Option<Submitter>,
+    auth: AuthStep,
+    auth_failures: u32,
 }
 
 impl Session {
@@ -70,6 +163,143 @@ impl Session {
             state: State::Connected,
             envelope: Envelope::default(),
             errors: 0,
+            tls: false,
+            user: None,
+            auth: AuthStep::None,
+            auth_failures: 0,
+        }
+    }
+
+    /// TLS is now active (after STARTTLS, or from the first byte on an implicit-TLS listener):
+    /// back to the start — EHLO again, no transaction, not authenticated.
+    pub fn tls_started(&mut self) {
+        self.tls = true;
+        self.state = State::Connected;
+        self.envelope = Envelope::default();
+        self.user = None;
+        self.auth = AuthStep::None;
+    }
+
+    /// Whether TLS is active.
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// The authenticated user, if any.
+    pub fn user(&self) -> Option<&Submitter> {
+        self.user.as_ref()
+    }
+
+    fn auth_offered(&self) -> bool {
+        self.limits.auth_users && (self.tls || self.limits.auth_plaintext)
+    }
+
+    /// The outcome of checking [`Action::Authenticate`]'s credentials.
+    pub fn auth_result(&mut self, user: Option<Submitter>) -> Action {
+        match user {
+            Some(u) => {
+                self.user = Some(u);
+                self.envelope = Envelope::default();
+                Action::Reply(Reply::new(235, "2.7.0", "Authentication successful"))
+            }
+            None => {
+                self.auth_failures += 1;
+                if self.auth_failures >= self.limits.max_auth_failures {
+                    Action::Close(Reply::new(
+                        421,
+                        "4.7.0",
+                        format!(
+                            "{} Too many failed authentication attempts, closing connection",
+                            self.limits.hostname
+                        ),
+                    ))
+                } else {
+                    Action::Reply(Reply::new(
+                        535,
+                        "5.7.8",
+                        "Authentication credentials invalid",
+                    ))
+                }
+            }
+        }
+    }
+
+    /// A line sent in answer to a `334` continuation.
+    fn auth_response(&mut self, line: Result<Vec<u8>, LineError>) -> Action {
+        let step = std::mem::replace(&mut self.auth, AuthStep::None);
+        let Ok(line) = line else {
+            return Action::Reply(Reply::new(501, "5.5.2", "Malformed AUTH response"));
+        };
+        if line == b"*" {
+            return Action::Reply(Reply::new(501, "5.7.0", "Authentication cancelled"));
+        }
+        match step {
+            AuthStep::None => Action::Reply(Reply::new(501, "5.5.2", "No AUTH in progress")),
+            AuthStep::Plain => plain(&line),
+            AuthStep::LoginUser => match decode(&line) {
+                Some(u) => {
+                    self.auth = AuthStep::LoginPass(u);
+                    Action::Reply(Reply::plain(334, "UGFzc3dvcmQ6"))
+                }
+                None => Action::Reply(Reply::new(501, "5.5.2", "Malformed AUTH response")),
+            },
+            AuthStep::LoginPass(user) => match decode(&line) {
+                Some(password) => Action::Authenticate(Credentials { user, password }),
+                None => Action::Reply(Reply::new(501, "5.5.2", "Malformed AUTH response")),
+            },
+        }
+    }
+
+    fn auth_command(&mut self, mechanism: String, initial: Option<String>) -> Action {
+        if !self.limits.auth_users {
+            return Action::Reply(Reply::new(
+                502,
+                "5.5.1",
+                "AUTH not offered on this listener",
+            ));
+        }
+        if !self.auth_offered() {
+            return Action::Reply(if self.limits.starttls {
+                Reply::new(530, "5.7.0", "Must issue a STARTTLS command first")
+            } else {
+                Reply::new(538, "5.7.11", "Encryption required for authentication")
+            });
+        }
+        if self.state == State::Connected {
+            return Action::Reply(Reply::new(503, "5.5.1", "Send EHLO first"));
+        }
+        if self.user.is_some() {
+            return Action::Reply(Reply::new(503, "5.5.1", "Already authenticated"));
+        }
+        if self.in_transaction() {
+            return Action::Reply(Reply::new(
+                503,
+                "5.5.1",
+                "AUTH not permitted during a mail transaction",
+            ));
+        }
+        match (mechanism.to_ascii_uppercase().as_str(), initial) {
+            ("PLAIN", Some(resp)) => plain(resp.as_bytes()),
+            ("PLAIN", None) => {
+                self.auth = AuthStep::Plain;
+                Action::Reply(Reply::plain(334, ""))
+            }
+            ("LOGIN", Some(user)) => match decode(user.as_bytes()) {
+                Some(u) => {
+                    self.auth = AuthStep::LoginPass(u);
+                    Action::Reply(Reply::plain(334, "UGFzc3dvcmQ6"))
+                }
+                None => Action::Reply(Reply::new(501, "5.5.2", "Malformed AUTH response")),
+            },
+            ("LOGIN", None) => {
+                self.auth = AuthStep::LoginUser;
+                Action::Reply(Reply::plain(334, "VXNlcm5hbWU6"))
+            }
+            _ => Action::Reply(Reply::new(
+                504,
+                "5.5.4",
+                "Unrecognized authentication mechanism (PLAIN and LOGIN are offered)",
+            )),
         }
     }
 
@@ -87,6 +317,10 @@ impl Session {
 
     /// Handles one command line (or a framing error in reading it).
     pub fn command(&mut self, line: Result<Vec<u8>, LineError>) -> Action {
+        if self.auth != AuthStep::None {
+            let action = self.auth_response(line);
+            return self.count_errors(action);
+        }
         let action = match line {
             Err(LineError::TooLong) => Action::Reply(Reply::new(
                 500,
@@ -110,7 +344,7 @@ impl Session {
     /// Too many errors in one session: the client is broken or probing (RFC 5321 §4.3.2 allows
     /// a 421 at any time).
     fn count_errors(&mut self, action: Action) -> Action {
-        if let Action::Reply(r) = &action
+        if let Action::Reply(r) | Action::ReplyDiscard(r) = &action
             && r.code >= 400
         {
             self.errors += 1;
@@ -134,17 +368,21 @@ impl Session {
             Command::Ehlo(_) => {
                 self.reset();
                 self.state = State::Ready;
-                Action::Reply(Reply::multi(
-                    250,
-                    [
-                        h.clone(),
-                        "PIPELINING".into(),
-                        "8BITMIME".into(),
-                        format!("SIZE {}", self.limits.max_message_size),
-                        "ENHANCEDSTATUSCODES".into(),
-                        "HELP".into(),
-                    ],
-                ))
+                let mut caps = vec![
+                    h.clone(),
+                    "PIPELINING".into(),
+                    "8BITMIME".into(),
+                    format!("SIZE {}", self.limits.max_message_size),
+                    "ENHANCEDSTATUSCODES".into(),
+                ];
+                if self.limits.starttls && !self.tls {
+                    caps.push("STARTTLS".into());
+                }
+                if self.auth_offered() && self.user.is_none() {
+                    caps.push("AUTH PLAIN LOGIN".into());
+                }
+                caps.push("HELP".into());
+                Action::Reply(Reply::multi(250, caps))
             }
             Command::Helo(_) => {
                 self.reset();
@@ -158,8 +396,10 @@ impl Session {
                     self.state = State::Data;
                     Action::StartData(Reply::plain(354, "End data with <CR><LF>.<CR><LF>"))
                 }
-                State::Mail => Action::Reply(Reply::new(554, "5.5.1", "No valid recipients")),
-                _ => Action::Reply(Reply::new(
+                State::Mail => {
+                    Action::ReplyDiscard(Reply::new(554, "5.5.1", "No valid recipients"))
+                }
+                _ => Action::ReplyDiscard(Reply::new(
                     503,
                     "5.5.1",
                     "Bad sequence: MAIL and RCPT first",
@@ -183,21 +423,25 @@ impl Session {
                 "2.0.0",
                 "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP",
             )),
-            Command::StartTls => Action::Reply(Reply::new(
-                502,
-                "5.5.1",
-                "STARTTLS not offered on this listener",
-            )),
-            Command::Auth { .. } => Action::Reply(Reply::new(
-                502,
-                "5.5.1",
-                "AUTH not offered on this listener",
-            )),
-            Command::Unknown(verb) => Action::Reply(Reply::new(
-                500,
-                "5.5.2",
-                format!("Command {verb} not recognized"),
-            )),
+            Command::StartTls => {
+                if !self.limits.starttls {
+                    Action::Reply(Reply::new(
+                        502,
+                        "5.5.1",
+                        "STARTTLS not offered on this listener",
+                    ))
+                } else if self.tls {
+                    Action::Reply(Reply::new(503, "5.5.1", "TLS already active"))
+                } else {
+                    Action::StartTls(Reply::new(220, "2.0.0", "Ready to start TLS"))
+                }
+            }
+            Command::Auth { mechanism, initial } => self.auth_command(mechanism, initial),
+            // The verb is not echoed: a client that pipelines AUTH continuations after a refused
+            // AUTH sends base64 credentials here, and replies are logged.
+            Command::Unknown(_) => {
+                Action::Reply(Reply::new(500, "5.5.2", "Command not recognized"))
+            }
         }
     }
 
@@ -211,11 +455,23 @@ impl Session {
             }
             State::Ready => {}
         }
-        if !self.allowed {
+        if !self.allowed && self.user.is_none() {
             return Action::Reply(Reply::new(
                 530,
                 "5.7.0",
                 "Authentication required: this address may not submit mail here",
+            ));
+        }
+        if let (Some(user), Some(from)) = (&self.user, &from)
+            && !user.may_use(&from.domain)
+        {
+            return Action::Reply(Reply::new(
+                550,
+                "5.7.1",
+                format!(
+                    "User {} may not use the envelope sender domain {}",
+                    user.user, from.domain
+                ),
             ));
         }
         for (key, value) in &params {
@@ -255,6 +511,7 @@ impl Session {
         self.envelope = Envelope {
             mail_from: from,
             rcpts: Vec::new(),
+            submitter: self.user.clone(),
         };
         self.state = State::Mail;
         Action::Reply(Reply::new(250, "2.1.0", "Sender ok"))
@@ -336,6 +593,10 @@ mod tests {
                 max_message_size: 1000,
                 max_recipients: 2,
                 max_errors: 8,
+                starttls: true,
+                auth_users: true,
+                auth_plaintext: false,
+                max_auth_failures: 2,
             },
             true,
         )
@@ -347,7 +608,12 @@ mod tests {
 
     fn code(a: &Action) -> u16 {
         match a {
-            Action::Reply(r) | Action::StartData(r) | Action::Close(r) => r.code,
+            Action::Reply(r)
+            | Action::StartData(r)
+            | Action::Close(r)
+            | Action::ReplyDiscard(r)
+            | Action::StartTls(r) => r.code,
+            Action::Authenticate(_) => 0,
         }
     }
 
@@ -437,5 +703,75 @@ mod tests {
         let mut s = Session::new(session().limits, false);
         cmd(&mut s, "EHLO c");
         assert_eq!(code(&cmd(&mut s, "MAIL FROM:<a@b.c>")), 530);
+    }
+
+    fn user() -> Submitter {
+        Submitter {
+            user: "app".into(),
+            domains: vec![crate::users::AllowedDomain {
+                name: "b.c".into(),
+                subdomains: false,
+            }],
+        }
+    }
+
+    #[test]
+    fn starttls_resets_to_connected_and_caps_change() {
+        let mut s = session();
+        let caps = format!("{:?}", cmd(&mut s, "EHLO c"));
+        assert!(caps.contains("STARTTLS") && !caps.contains("AUTH"));
+        cmd(&mut s, "MAIL FROM:<a@b.c>");
+        assert!(matches!(cmd(&mut s, "STARTTLS"), Action::StartTls(_)));
+        s.tls_started();
+        assert!(!s.in_transaction());
+        assert_eq!(code(&cmd(&mut s, "MAIL FROM:<a@b.c>")), 503);
+        let caps = format!("{:?}", cmd(&mut s, "EHLO c"));
+        assert!(!caps.contains("STARTTLS") && caps.contains("AUTH PLAIN LOGIN"));
+        assert_eq!(code(&cmd(&mut s, "STARTTLS")), 503);
+    }
+
+    #[test]
+    fn auth_needs_tls_and_is_once_and_outside_transactions() {
+        let mut s = session();
+        cmd(&mut s, "EHLO c");
+        assert_eq!(code(&cmd(&mut s, "AUTH PLAIN AGFwcABwdw==")), 530);
+        s.tls_started();
+        assert_eq!(code(&cmd(&mut s, "AUTH PLAIN AGFwcABwdw==")), 503);
+        cmd(&mut s, "EHLO c");
+        match cmd(&mut s, "AUTH PLAIN AGFwcABwdw==") {
+            Action::Authenticate(c) => {
+                assert_eq!((c.user.as_str(), c.password.as_str()), ("app", "pw"));
+                assert!(!format!("{c:?}").contains("pw\""));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(code(&s.auth_result(Some(user()))), 235);
+        assert_eq!(code(&cmd(&mut s, "AUTH LOGIN")), 503);
+        assert_eq!(code(&cmd(&mut s, "MAIL FROM:<x@other.example>")), 550);
+        assert_eq!(code(&cmd(&mut s, "MAIL FROM:<x@b.c>")), 250);
+        assert_eq!(code(&cmd(&mut s, "AUTH LOGIN")), 503);
+    }
+
+    #[test]
+    fn auth_login_continuations_and_failure_cap() {
+        let mut s = Session::new(session().limits, false);
+        s.tls_started();
+        cmd(&mut s, "EHLO c");
+        assert_eq!(code(&cmd(&mut s, "MAIL FROM:<a@b.c>")), 530);
+        assert_eq!(code(&cmd(&mut s, "AUTH LOGIN")), 334);
+        // The continuation line is data, not a command, even if it looks like one.
+        assert_eq!(code(&cmd(&mut s, "YXBw")), 334);
+        assert!(matches!(cmd(&mut s, "cHc="), Action::Authenticate(_)));
+        assert_eq!(code(&s.auth_result(None)), 535);
+        assert_eq!(code(&cmd(&mut s, "AUTH PLAIN")), 334);
+        assert_eq!(code(&cmd(&mut s, "*")), 501);
+        assert!(matches!(s.auth_result(None), Action::Close(r) if r.code == 421));
+    }
+
+    #[test]
+    fn refused_data_discards_pipelined_input() {
+        let mut s = session();
+        cmd(&mut s, "EHLO c");
+        assert!(matches!(cmd(&mut s, "DATA"), Action::ReplyDiscard(_)));
     }
 }

@@ -170,6 +170,9 @@ pub struct UpstreamOptions {
     /// What `250-AUTH …` advertises.
     pub auth_mechs: String,
     pub finals: Vec<Final>,
+    /// Written in the same packet right after `220 Ready to start TLS` (plaintext injected
+    /// before the handshake; the relay must discard it).
+    pub starttls_trailer: Option<String>,
 }
 
 impl Default for UpstreamOptions {
@@ -180,6 +183,7 @@ impl Default for UpstreamOptions {
             password: "BTestSmtpPassword0123456789".into(),
             auth_mechs: "PLAIN LOGIN".into(),
             finals: Vec::new(),
+            starttls_trailer: None,
         }
     }
 }
@@ -449,7 +453,11 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                     w.reply(502, "5.5.1 Unrecognized command").await;
                     continue;
                 }
-                if !w.reply(220, "Ready to start TLS").await {
+                let mut ready = Reply::plain(220, "Ready to start TLS").to_wire();
+                if let Some(t) = &cx.options.starttls_trailer {
+                    ready.extend_from_slice(t.as_bytes());
+                }
+                if !w.send(&ready).await {
                     return None;
                 }
                 return Some(w.stream);
@@ -692,6 +700,21 @@ pub struct RelayOptions {
     pub upstream_data_timeout_secs: Option<u64>,
     /// Extra lines for the `[upstream]` table (pool settings and such).
     pub upstream_extra: String,
+    /// Extra `key = value` lines inside `[server]`.
+    pub server_extra: String,
+    /// Extra TOML appended at the end (e.g. `[[server.users]]` tables).
+    pub extra_toml: String,
+    /// A certificate for the relay's own listener (`[server.tls]`).
+    pub listener_tls: ListenerTls,
+}
+
+/// Whether the relay under test has a listener certificate, and an implicit-TLS listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ListenerTls {
+    #[default]
+    None,
+    StartTls,
+    StartTlsAndImplicit,
 }
 
 impl RelayOptions {
@@ -712,6 +735,9 @@ impl RelayOptions {
             max_message_size: None,
             upstream_data_timeout_secs: None,
             upstream_extra: String::new(),
+            server_extra: String::new(),
+            extra_toml: String::new(),
+            listener_tls: ListenerTls::None,
         }
     }
 }
@@ -719,6 +745,10 @@ impl RelayOptions {
 /// A relay running in-process on `127.0.0.1:<ephemeral>`.
 pub struct TestRelay {
     pub addr: SocketAddr,
+    /// The implicit-TLS listener, with `ListenerTls::StartTlsAndImplicit`.
+    pub implicit_addr: Option<SocketAddr>,
+    /// The CA that signed the relay's listener certificate (with `listener_tls`).
+    pub listener_ca_pem: Option<String>,
     pub live: Live,
     pub config_path: PathBuf,
     pub keys: Keys,
@@ -750,6 +780,7 @@ listen = "127.0.0.1:0"
 hostname = "relay.test"
 shutdown_grace_secs = 30
 {max_size}
+{server_extra}
 [upstream]
 host = "127.0.0.1"
 port = {port}
@@ -783,7 +814,25 @@ sign = ["e1"]
 [domains."example.net".selectors.e1]
 algorithm = "ed25519-sha256"
 key_file = "keys/net-e1.pem"
+
+{listener_tls}
+{extra}
 "#,
+            server_extra = options.server_extra,
+            extra = options.extra_toml,
+            listener_tls = match options.listener_tls {
+                ListenerTls::None => String::new(),
+                ListenerTls::StartTls => format!(
+                    "[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nhandshake_timeout_secs = 5\n",
+                    dir.join("relay-cert.pem").display(),
+                    dir.join("relay-key.pem").display()
+                ),
+                ListenerTls::StartTlsAndImplicit => format!(
+                    "[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nhandshake_timeout_secs = 5\nimplicit_listen = \"127.0.0.1:0\"\n",
+                    dir.join("relay-cert.pem").display(),
+                    dir.join("relay-key.pem").display()
+                ),
+            },
             port = options.upstream_port,
             tls = options.tls,
             ca = ca.display(),
@@ -806,6 +855,16 @@ key_file = "keys/net-e1.pem"
             keygen::write_private_key(&dir.path().join(file), &key.pkcs8_pem).expect("write key");
         }
         std::fs::write(dir.path().join("upstream-ca.pem"), &options.ca_pem).expect("write CA");
+        let listener_ca_pem = if options.listener_tls != ListenerTls::None {
+            let certs = dkim_relay::tls::generate_certs(&["localhost".into(), "127.0.0.1".into()])
+                .expect("listener certificate");
+            std::fs::write(dir.path().join("relay-cert.pem"), &certs.cert_chain_pem)
+                .expect("write cert");
+            std::fs::write(dir.path().join("relay-key.pem"), &certs.key_pem).expect("write key");
+            Some(certs.ca_pem)
+        } else {
+            None
+        };
         let config_path = dir.path().join("config.toml");
         let text = Self::config_text(&options, dir.path());
         std::fs::write(&config_path, &text).expect("write config");
@@ -820,18 +879,29 @@ key_file = "keys/net-e1.pem"
                     .join("\n")
             ),
         };
-        let listeners = server::bind(&snapshot.server.listen)
+        let listeners = server::bind_all(&snapshot.server)
             .await
             .expect("bind relay");
-        let addr = listeners[0].local_addr().expect("relay addr");
+        let addr = listeners[0].tcp.local_addr().expect("relay addr");
+        let implicit_addr = listeners
+            .iter()
+            .find(|l| l.mode == server::connection::Mode::ImplicitTls)
+            .map(|l| l.tcp.local_addr().expect("implicit addr"));
         let live = Live::new(&config_path, snapshot);
         let relay = Relay::new(None);
         let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(server::run(listeners, live.clone(), relay, async move {
-            let _ = rx.await;
-        }));
+        let handle = tokio::spawn(server::run_listeners(
+            listeners,
+            live.clone(),
+            relay,
+            async move {
+                let _ = rx.await;
+            },
+        ));
         TestRelay {
             addr,
+            implicit_addr,
+            listener_ca_pem,
             live,
             config_path,
             keys,
@@ -881,25 +951,135 @@ impl Drop for TestRelay {
 // A tiny SMTP client
 // ---------------------------------------------------------------------------------------------
 
+/// The client's connection: plaintext, or TLS (after STARTTLS or from the start).
+pub enum ClientStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Gone,
+}
+
+impl ClientStream {
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            ClientStream::Plain(s) => s.read(buf).await,
+            ClientStream::Tls(s) => s.read(buf).await,
+            ClientStream::Gone => Ok(0),
+        }
+    }
+
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            ClientStream::Plain(s) => s.write_all(bytes).await,
+            ClientStream::Tls(s) => {
+                s.write_all(bytes).await?;
+                s.flush().await
+            }
+            ClientStream::Gone => Err(std::io::ErrorKind::NotConnected.into()),
+        }
+    }
+}
+
+/// A rustls client connector trusting only `ca_pem`.
+pub fn tls_connector(ca_pem: &str) -> tokio_rustls::TlsConnector {
+    let config = dkim_relay::tls::client_config_trusting(ca_pem.as_bytes()).expect("client TLS");
+    tokio_rustls::TlsConnector::from(config)
+}
+
 pub struct SmtpClient {
-    stream: TcpStream,
+    stream: ClientStream,
     buf: Vec<u8>,
     pub greeting: Reply,
+    /// The client's own address (what the relay logs as `client=`).
+    pub local: SocketAddr,
 }
 
 impl SmtpClient {
     pub async fn connect(addr: SocketAddr) -> SmtpClient {
-        let stream = TcpStream::connect(addr).await.expect("connect to relay");
-        let mut c = SmtpClient {
-            stream,
-            buf: Vec::new(),
-            greeting: Reply::plain(0, ""),
-        };
-        c.greeting = c.read_reply().await.expect("greeting");
-        assert_eq!(c.greeting.code, 220, "greeting: {}", c.greeting);
+        let mut c = SmtpClient::connect_no_ehlo(addr).await;
         let ehlo = c.cmd("EHLO client.test").await;
         assert_eq!(ehlo.code, 250, "EHLO: {ehlo}");
         c
+    }
+
+    /// Connects and reads the greeting (asserted 220), without EHLO.
+    pub async fn connect_no_ehlo(addr: SocketAddr) -> SmtpClient {
+        let mut c = SmtpClient::connect_silent(addr).await;
+        c.greeting = c.read_reply().await.expect("greeting");
+        assert_eq!(c.greeting.code, 220, "greeting: {}", c.greeting);
+        c
+    }
+
+    /// Connects and reads nothing (for clients that talk first).
+    pub async fn connect_silent(addr: SocketAddr) -> SmtpClient {
+        let stream = TcpStream::connect(addr).await.expect("connect to relay");
+        let local = stream.local_addr().expect("local addr");
+        SmtpClient {
+            stream: ClientStream::Plain(stream),
+            buf: Vec::new(),
+            greeting: Reply::plain(0, ""),
+            local,
+        }
+    }
+
+    /// Connects to an implicit-TLS listener, verifying the certificate against `ca_pem`, and
+    /// reads the greeting (no EHLO).
+    pub async fn connect_implicit(addr: SocketAddr, ca_pem: &str) -> SmtpClient {
+        let tcp = TcpStream::connect(addr).await.expect("connect to relay");
+        let local = tcp.local_addr().expect("local addr");
+        let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+        let tls = tls_connector(ca_pem)
+            .connect(name, tcp)
+            .await
+            .expect("implicit TLS handshake");
+        let mut c = SmtpClient {
+            stream: ClientStream::Tls(Box::new(tls)),
+            buf: Vec::new(),
+            greeting: Reply::plain(0, ""),
+            local,
+        };
+        c.greeting = c.read_reply().await.expect("greeting");
+        assert_eq!(c.greeting.code, 220, "greeting: {}", c.greeting);
+        c
+    }
+
+    /// Runs the TLS handshake now (after a `220` to STARTTLS), discarding anything buffered.
+    pub async fn handshake(&mut self, ca_pem: &str) -> std::io::Result<()> {
+        let ClientStream::Plain(tcp) = std::mem::replace(&mut self.stream, ClientStream::Gone)
+        else {
+            panic!("handshake on a non-plaintext stream");
+        };
+        self.buf.clear();
+        let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+        let tls = tls_connector(ca_pem).connect(name, tcp).await?;
+        self.stream = ClientStream::Tls(Box::new(tls));
+        Ok(())
+    }
+
+    /// STARTTLS (asserting 220) and the handshake; no EHLO afterwards.
+    pub async fn starttls(&mut self, ca_pem: &str) {
+        let r = self.cmd("STARTTLS").await;
+        assert_eq!(r.code, 220, "STARTTLS: {r}");
+        self.handshake(ca_pem).await.expect("TLS handshake");
+    }
+
+    /// A command whose reply may not come (the relay may close): `None` on EOF.
+    pub async fn try_cmd(&mut self, line: &str) -> Option<Reply> {
+        self.stream
+            .write_all(format!("{line}\r\n").as_bytes())
+            .await
+            .ok()?;
+        self.read_reply().await
+    }
+
+    /// Whether the relay closed the connection (EOF on the next read, after draining replies).
+    pub async fn closed(&mut self) -> bool {
+        loop {
+            let mut chunk = [0u8; 4096];
+            match self.stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return true,
+                Ok(_) => continue,
+            }
+        }
     }
 
     pub async fn read_reply(&mut self) -> Option<Reply> {
@@ -962,6 +1142,11 @@ impl SmtpClient {
     /// Writes bytes as they are (pipelining, hand-made framing).
     pub async fn send_raw(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.expect("write");
+    }
+
+    /// As `send_raw`, but the relay may already have closed.
+    pub async fn try_send_raw(&mut self, bytes: &[u8]) -> bool {
+        self.stream.write_all(bytes).await.is_ok()
     }
 
     pub async fn quit(mut self) {
@@ -1151,4 +1336,97 @@ pub fn assert_dkimpy_pass(message: &[u8], dns: &[(String, String)]) {
 pub async fn assert_dkim_pass(message: &[u8], dns: &[(String, String)], expected: usize) {
     assert_mail_auth_pass(message, dns, expected).await;
     assert_dkimpy_pass(message, dns);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Log capture
+// ---------------------------------------------------------------------------------------------
+
+/// Everything the relay logs in this test process (all levels from debug up), for assertions on
+/// refusal reasons. Installed once per test binary as the global subscriber.
+#[derive(Clone, Default)]
+pub struct Logs(Arc<Mutex<Vec<u8>>>);
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The process-wide captured log.
+pub fn logs() -> Logs {
+    static LOGS: std::sync::OnceLock<Logs> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Logs::default();
+        let sink = Arc::clone(&logs.0);
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || LogWriter(Arc::clone(&sink)))
+            .try_init();
+        logs
+    })
+    .clone()
+}
+
+impl Logs {
+    /// Every captured line.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// The lines about one client connection (`client=ADDR`).
+    pub fn for_client(&self, client: SocketAddr) -> Vec<String> {
+        let needle = format!("client={client}");
+        self.text()
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Waits (bounded) until a line about `client` contains `needle`; returns whether one did.
+    pub async fn wait_for(&self, client: SocketAddr, needle: &str) -> bool {
+        for _ in 0..100 {
+            if self.for_client(client).iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        false
+    }
+}
+
+/// A TCP connection to `addr` from the local address `from` (another loopback address, to
+/// act as a second client host).
+pub async fn connect_from(addr: SocketAddr, from: IpAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind(SocketAddr::new(from, 0)).expect("bind client");
+    socket.connect(addr).await.expect("connect")
+}
+
+impl SmtpClient {
+    /// Like `connect_no_ehlo`, from a chosen local address; returns the greeting as read
+    /// (not asserted), with `None` when the relay closed at once.
+    pub async fn connect_from(addr: SocketAddr, from: IpAddr) -> (SmtpClient, Option<Reply>) {
+        let stream = connect_from(addr, from).await;
+        let local = stream.local_addr().expect("local addr");
+        let mut c = SmtpClient {
+            stream: ClientStream::Plain(stream),
+            buf: Vec::new(),
+            greeting: Reply::plain(0, ""),
+            local,
+        };
+        let g = c.read_reply().await;
+        if let Some(g) = &g {
+            c.greeting = g.clone();
+        }
+        (c, g)
+    }
 }

@@ -1,0 +1,200 @@
+//! Submission users: who may send through the relay after authenticating, and as which domains.
+//!
+//! Why this exists: the relay signs whatever it accepts with the domain's DKIM key, so anyone
+//! who can submit can send mail that passes DKIM and DMARC for that domain. Each user is
+//! therefore tied to the domains it may put in `From:` (and in the envelope sender); a message
+//! outside them is refused with `550 5.7.1` before anything is signed.
+//!
+//! Passwords are stored only as hashes (argon2 — `$argon2id$…` — or bcrypt — `$2b$…`), never as
+//! plaintext; [`PasswordHash`] masks itself in `Debug` so a hash never reaches a log line.
+//! Verification is CPU-bound by design (that is what makes a stolen hash expensive), so the
+//! connection driver runs it on the blocking pool, not on an async worker.
+
+use std::fmt;
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Argon2, PasswordHash as PhcHash};
+
+/// A password hash as configured, checked at load time to be argon2 or bcrypt.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PasswordHash(String);
+
+impl fmt::Debug for PasswordHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"<password hash>\"")
+    }
+}
+
+/// Why a configured `password_hash` value was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HashError {
+    #[error(
+        "not an argon2 ($argon2id$…) or bcrypt ($2b$…) hash; never put a plaintext password \
+         here: create a hash with `dkim-relay hash-password`"
+    )]
+    NotAHash,
+    #[error("malformed {0} hash")]
+    Malformed(&'static str),
+}
+
+impl PasswordHash {
+    /// Accepts argon2 (PHC string, `$argon2id$`, `$argon2i$`, `$argon2d$`) and bcrypt
+    /// (`$2a$`, `$2b$`, `$2y$`, 60 characters) hashes; anything else is refused.
+    pub fn parse(s: &str) -> Result<PasswordHash, HashError> {
+        let s = s.trim();
+        if s.starts_with("$argon2") {
+            let h = PhcHash::new(s).map_err(|_| HashError::Malformed("argon2"))?;
+            if h.hash.is_none() || h.salt.is_none() {
+                return Err(HashError::Malformed("argon2"));
+            }
+            return Ok(PasswordHash(s.to_string()));
+        }
+        if ["$2a$", "$2b$", "$2y$"].iter().any(|p| s.starts_with(p)) {
+            let cost_ok = s
+                .get(4..6)
+                .and_then(|c| c.parse::<u32>().ok())
+                .is_some_and(|c| (4..=31).contains(&c));
+            if s.len() != 60 || s.as_bytes().get(6) != Some(&b'$') || !cost_ok {
+                return Err(HashError::Malformed("bcrypt"));
+            }
+            return Ok(PasswordHash(s.to_string()));
+        }
+        Err(HashError::NotAHash)
+    }
+
+    /// Whether `password` matches. Never panics; a malformed hash never matches.
+    pub fn verify(&self, password: &[u8]) -> bool {
+        if self.0.starts_with("$argon2") {
+            match PhcHash::new(&self.0) {
+                Ok(h) => Argon2::default().verify_password(password, &h).is_ok(),
+                Err(_) => false,
+            }
+        } else {
+            bcrypt::verify(password, &self.0).unwrap_or(false)
+        }
+    }
+}
+
+/// An argon2id hash (default parameters, random salt) of `password`, for the configuration.
+pub fn hash_password(password: &[u8]) -> Result<String, String> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password, &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// A hash of a random password, verified against when the user name is unknown, so a failed
+/// login costs the same time whether or not the user exists.
+pub fn dummy_hash() -> &'static PasswordHash {
+    static DUMMY: std::sync::OnceLock<PasswordHash> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| {
+        let random: [u8; 16] = rand::random();
+        let hash = hash_password(&random).unwrap_or_default();
+        PasswordHash(hash)
+    })
+}
+
+/// One domain a user may send as: the configured sending domain, and whether that domain's
+/// entry accepts subdomains (`[domains."…"] subdomains = true`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedDomain {
+    pub name: String,
+    pub subdomains: bool,
+}
+
+/// A configured submission user.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub name: String,
+    pub hash: PasswordHash,
+    pub domains: Vec<AllowedDomain>,
+}
+
+/// The authenticated identity of a session, carried with the envelope so the From check can be
+/// made where the signing domain is chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submitter {
+    pub user: String,
+    pub domains: Vec<AllowedDomain>,
+}
+
+impl Submitter {
+    /// Whether this user may use `domain` (From domain or envelope sender domain). A subdomain
+    /// counts only when the configured domain allows subdomains.
+    pub fn may_use(&self, domain: &str) -> bool {
+        let d = domain.trim_end_matches('.').to_ascii_lowercase();
+        self.domains.iter().any(|a| {
+            d == a.name
+                || (a.subdomains
+                    && d.len() > a.name.len()
+                    && d.ends_with(&a.name)
+                    && d.as_bytes()[d.len() - a.name.len() - 1] == b'.')
+        })
+    }
+}
+
+/// Checks `name`/`password` against the users; the [`Submitter`] on success. Runs the same
+/// hash work for an unknown user. CPU-bound: call from a blocking context.
+pub fn authenticate(users: &[User], name: &str, password: &[u8]) -> Option<Submitter> {
+    match users.iter().find(|u| u.name == name) {
+        Some(u) => u.hash.verify(password).then(|| Submitter {
+            user: u.name.clone(),
+            domains: u.domains.clone(),
+        }),
+        None => {
+            let _ = dummy_hash().verify(password);
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argon2_round_trip_and_plaintext_refused() {
+        let h = hash_password(b"s3cret").unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        let p = PasswordHash::parse(&h).unwrap();
+        assert!(p.verify(b"s3cret"));
+        assert!(!p.verify(b"S3cret"));
+        assert_eq!(PasswordHash::parse("hunter2"), Err(HashError::NotAHash));
+        assert!(PasswordHash::parse("$argon2id$garbage").is_err());
+        assert!(PasswordHash::parse("$2b$10$short").is_err());
+        assert!(!format!("{p:?}").contains("argon2"));
+    }
+
+    #[test]
+    fn bcrypt_hashes_verify() {
+        let h = bcrypt::hash("pw", 4).unwrap();
+        let p = PasswordHash::parse(&h).unwrap();
+        assert!(p.verify(b"pw"));
+        assert!(!p.verify(b"pw2"));
+    }
+
+    #[test]
+    fn subdomains_only_when_allowed() {
+        let s = Submitter {
+            user: "app".into(),
+            domains: vec![
+                AllowedDomain {
+                    name: "example.org".into(),
+                    subdomains: false,
+                },
+                AllowedDomain {
+                    name: "example.net".into(),
+                    subdomains: true,
+                },
+            ],
+        };
+        assert!(s.may_use("Example.ORG"));
+        assert!(!s.may_use("news.example.org"));
+        assert!(!s.may_use("badexample.org"));
+        assert!(s.may_use("news.example.net"));
+        assert!(!s.may_use("xexample.net"));
+        assert!(!s.may_use("example.com"));
+    }
+}

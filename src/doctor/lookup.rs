@@ -6,7 +6,6 @@
 //! answer at all (timeout, SERVFAIL, refused) are errors, so a check can say "could not look
 //! up" instead of wrongly saying "missing". Every lookup has an explicit deadline.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -37,9 +36,7 @@ pub trait Lookup: Send + Sync {
     fn mx<'a>(&'a self, name: &'a str) -> LookupFuture<'a, Vec<(u16, String)>>;
 }
 
-fn norm(name: &str) -> String {
-    name.trim().trim_end_matches('.').to_ascii_lowercase()
-}
+use crate::sim::verdict::{DnsView, norm};
 
 /// Lookups through hickory-resolver: one name server over UDP and TCP, or the system's
 /// resolv.conf. No cache, so a record published a moment ago is seen.
@@ -154,11 +151,11 @@ impl Lookup for HickoryLookup {
     }
 }
 
-/// A fixed table of records: for tests, and to check records before publishing them.
+/// A fixed table of records (the simulator's [`DnsView`]) with failure injection: for tests,
+/// and to check records before publishing them.
 #[derive(Debug, Clone, Default)]
 pub struct StaticLookup {
-    txt: HashMap<String, Vec<String>>,
-    mx: HashMap<String, Vec<(u16, String)>>,
+    view: DnsView,
     failing: Vec<String>,
 }
 
@@ -169,37 +166,23 @@ impl StaticLookup {
 
     /// The records a domain would serve after publishing `records`.
     pub fn from_records(records: &[crate::dns::Record]) -> Self {
-        let mut s = Self::new();
-        for r in records {
-            match &r.data {
-                crate::dns::RecordData::Txt(v) => s.add_txt(&r.name, v),
-                crate::dns::RecordData::Mx {
-                    preference,
-                    exchange,
-                } => s.add_mx(&r.name, *preference, exchange),
-            }
+        StaticLookup {
+            view: DnsView::from_records(records),
+            failing: Vec::new(),
         }
-        s
     }
 
     pub fn add_txt(&mut self, name: &str, value: &str) {
-        self.txt
-            .entry(norm(name))
-            .or_default()
-            .push(value.to_string());
+        self.view.add_txt(name, value);
     }
 
     pub fn add_mx(&mut self, name: &str, preference: u16, exchange: &str) {
-        self.mx
-            .entry(norm(name))
-            .or_default()
-            .push((preference, norm(exchange)));
+        self.view.add_mx(name, preference, exchange);
     }
 
     /// Removes every record at `name`.
     pub fn remove(&mut self, name: &str) {
-        self.txt.remove(&norm(name));
-        self.mx.remove(&norm(name));
+        self.view.remove(name);
     }
 
     /// Lookups of `name` fail (as a timeout would).
@@ -218,16 +201,12 @@ impl StaticLookup {
 
 impl Lookup for StaticLookup {
     fn txt<'a>(&'a self, name: &'a str) -> LookupFuture<'a, Vec<String>> {
-        let r = self
-            .check(name)
-            .map(|_| self.txt.get(&norm(name)).cloned().unwrap_or_default());
+        let r = self.check(name).map(|_| self.view.txt(name).to_vec());
         Box::pin(async move { r })
     }
 
     fn mx<'a>(&'a self, name: &'a str) -> LookupFuture<'a, Vec<(u16, String)>> {
-        let r = self
-            .check(name)
-            .map(|_| self.mx.get(&norm(name)).cloned().unwrap_or_default());
+        let r = self.check(name).map(|_| self.view.mx(name).to_vec());
         Box::pin(async move { r })
     }
 }

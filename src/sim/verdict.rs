@@ -51,7 +51,8 @@ pub struct DnsView {
     mx: HashMap<String, Vec<(u16, String)>>,
 }
 
-fn norm(name: &str) -> String {
+/// A DNS name as the views key it: trimmed, no trailing dot, lower case.
+pub fn norm(name: &str) -> String {
     name.trim().trim_end_matches('.').to_ascii_lowercase()
 }
 
@@ -88,6 +89,17 @@ impl DnsView {
             .entry(norm(name))
             .or_default()
             .push((preference, norm(exchange)));
+    }
+
+    /// The MX records at `name` (empty if none).
+    pub fn mx(&self, name: &str) -> &[(u16, String)] {
+        self.mx.get(&norm(name)).map_or(&[], Vec::as_slice)
+    }
+
+    /// Removes every record at `name`.
+    pub fn remove(&mut self, name: &str) {
+        self.txt.remove(&norm(name));
+        self.mx.remove(&norm(name));
     }
 
     /// The TXT values at `name` (empty if none).

@@ -151,6 +151,15 @@ impl Conn {
         &self.snapshot.server.hostname
     }
 
+    /// The reply to a client that is idle when the relay shuts down.
+    fn shutting_down(&self) -> Reply {
+        Reply::new(
+            421,
+            "4.3.2",
+            format!("{} Service shutting down", self.hostname()),
+        )
+    }
+
     /// Runs the session over `stream` until it closes or upgrades to TLS. Buffers are local to
     /// this call: whatever was read before a STARTTLS is dropped with them.
     async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
@@ -178,15 +187,12 @@ impl Conn {
                             bytes = n,
                             "client sent data before the greeting (pregreet); refused"
                         );
-                        out.extend_from_slice(
-                            &Reply::new(
-                                554,
-                                "5.5.1",
-                                "Protocol error: client sent data before the greeting",
-                            )
-                            .to_wire(),
+                        let r = Reply::new(
+                            554,
+                            "5.5.1",
+                            "Protocol error: client sent data before the greeting",
                         );
-                        let _ = write_out(&mut stream, &mut out).await;
+                        close_with(&mut stream, &mut out, &r).await;
                         return End::Closed;
                     }
                     Read::Eof | Read::Shutdown => return End::Closed,
@@ -206,13 +212,7 @@ impl Conn {
                 // Once shutdown has begun, only the transaction in flight may finish: a
                 // command pipelined behind it must not start a new one.
                 if !session.in_transaction() && *self.shutdown.borrow() {
-                    let r = Reply::new(
-                        421,
-                        "4.3.2",
-                        format!("{} Service shutting down", self.hostname()),
-                    );
-                    out.extend_from_slice(&r.to_wire());
-                    let _ = write_out(&mut stream, &mut out).await;
+                    close_with(&mut stream, &mut out, &self.shutting_down()).await;
                     return End::Closed;
                 }
                 let mut action = session.command(line);
@@ -234,8 +234,7 @@ impl Conn {
                     }
                     Action::Close(r) => {
                         tracing::info!(conn = conn_id, client = %peer, reply = %r.one_line(), "closing connection");
-                        out.extend_from_slice(&r.to_wire());
-                        let _ = write_out(&mut stream, &mut out).await;
+                        close_with(&mut stream, &mut out, &r).await;
                         return End::Closed;
                     }
                     Action::StartTls(r) => {
@@ -288,18 +287,11 @@ impl Conn {
                         format!("{} Timeout waiting for command", self.hostname()),
                     );
                     tracing::info!(conn = conn_id, client = %peer, "command timeout; closing");
-                    out.extend_from_slice(&r.to_wire());
-                    let _ = write_out(&mut stream, &mut out).await;
+                    close_with(&mut stream, &mut out, &r).await;
                     return End::Closed;
                 }
                 Read::Shutdown => {
-                    let r = Reply::new(
-                        421,
-                        "4.3.2",
-                        format!("{} Service shutting down", self.hostname()),
-                    );
-                    out.extend_from_slice(&r.to_wire());
-                    let _ = write_out(&mut stream, &mut out).await;
+                    close_with(&mut stream, &mut out, &self.shutting_down()).await;
                     return End::Closed;
                 }
             }
@@ -401,8 +393,7 @@ impl Conn {
                         "4.4.2",
                         format!("{} Timeout waiting for message data", s.hostname),
                     );
-                    out.extend_from_slice(&r.to_wire());
-                    let _ = write_out(stream, out).await;
+                    close_with(stream, out, &r).await;
                     return false;
                 }
             }
@@ -457,6 +448,13 @@ async fn read_some<S: AsyncRead + Unpin>(
             Err(_) => Read::Timeout,
         },
     }
+}
+
+/// Writes what is pending plus a last reply; the caller then ends the connection. A write
+/// error no longer matters at that point.
+async fn close_with<S: AsyncWrite + Unpin>(stream: &mut S, out: &mut Vec<u8>, reply: &Reply) {
+    out.extend_from_slice(&reply.to_wire());
+    let _ = write_out(stream, out).await;
 }
 
 async fn write_out<S: AsyncWrite + Unpin>(

@@ -53,13 +53,13 @@ impl Relay {
             Err(p) => p.into_inner(),
         };
         if let Some(pool) = slot.as_ref()
-            && pool.serves(&endpoint, &snapshot.upstream)
+            && pool.serves(&endpoint, &snapshot.upstream.pool)
         {
             return Ok(Arc::clone(pool));
         }
         let pool = Pool::new(
             endpoint,
-            snapshot.upstream.clone(),
+            snapshot.upstream.pool.clone(),
             snapshot.server.hostname.clone(),
         )?;
         *slot = Some(Arc::clone(&pool));
@@ -88,7 +88,12 @@ impl Relay {
         let started = Instant::now();
         let size = data.len();
         let rcpt_count = envelope.rcpts.len();
-        let prepared = match message::prepare(snapshot, &envelope, &data) {
+        let prepared = match message::prepare(
+            snapshot.upstream.profile,
+            |d| snapshot.domain_for(d).cloned(),
+            &envelope,
+            &data,
+        ) {
             Ok(p) => p,
             Err(reply) => {
                 tracing::info!(

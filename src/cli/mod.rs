@@ -216,7 +216,7 @@ pub fn hash_password() -> ExitCode {
 /// prints the DNS record and the config lines to add.
 pub fn keygen(domain: &str, selector: &str, algorithm: &str, bits: u32, dir: &Path) -> ExitCode {
     use crate::dkim::{Algorithm, keygen};
-    let Some(domain) = crate::message::address::to_ascii_domain(domain) else {
+    let Some(domain) = crate::domain_name::normalize(domain) else {
         eprintln!("error: --domain: `{domain}` is not a domain name");
         return ExitCode::from(2);
     };
@@ -308,7 +308,7 @@ pub fn records_for(snapshot: &config::Snapshot) -> Vec<crate::dns::Record> {
         out.extend(crate::dns::domain_records(
             &crate::dns::DomainRecordsInput {
                 domain: d.name.clone(),
-                mail_from: d.mail_from.clone(),
+                mail_from: d.envelope.mail_from.clone(),
                 region: region.clone(),
                 selectors,
                 dmarc: d.dmarc.clone(),

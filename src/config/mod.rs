@@ -11,7 +11,6 @@ pub mod raw;
 pub mod reload;
 pub mod watch;
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,7 +18,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::dkim::Algorithm;
-use crate::dkim::key::SelectorKey;
+pub use crate::dkim::domain::{
+    DEFAULT_OVERSIGNED, DEFAULT_SIGNED_HEADERS, Domain, Domains, ses_forbids_signing,
+};
+pub use crate::message::{EnvelopeLocalPart, EnvelopeRules, Profile};
+pub use crate::secret::{Secret, SecretEq};
+pub use crate::upstream::settings::{Endpoint, PoolSettings, TlsMode};
 use crate::net::Network;
 use crate::sim::config::SimSettings;
 use crate::smtp::codec::BareNewline;
@@ -57,21 +61,6 @@ impl fmt::Display for Diagnostic {
         }
         write!(f, ": {}", self.message)
     }
-}
-
-/// Which rules the upstream imposes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Profile {
-    /// Amazon SES: one DKIM-Signature, never sign what SES rewrites.
-    Ses,
-    /// Any smarthost: several selectors may sign.
-    Generic,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsMode {
-    StartTls,
-    Implicit,
 }
 
 /// Listener-side settings.
@@ -123,39 +112,13 @@ pub fn is_loopback(ip: std::net::IpAddr) -> bool {
     }
 }
 
-/// Where the SES SMTP password comes from. The secret itself is read at load time and never
-/// printed ([`Secret`]'s `Debug` and `Display` mask it).
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: String) -> Self {
-        Secret(s)
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"********\"")
-    }
-}
-
 /// A resolved upstream: a real SMTP endpoint, or the embedded simulator.
 #[derive(Debug, Clone)]
 pub struct Upstream {
     pub target: UpstreamTarget,
     pub profile: Profile,
-    pub pool_size: usize,
-    pub max_messages_per_connection: u32,
-    pub max_connection_age: Duration,
-    pub idle_close: Duration,
-    pub connect_timeout: Duration,
-    pub tls_timeout: Duration,
-    pub command_timeout: Duration,
-    pub data_timeout: Duration,
+    /// Pool size, rotation and timeouts, as the upstream module takes them.
+    pub pool: PoolSettings,
     /// Where the credentials came from, for `check` output (never the secret).
     pub credential_source: String,
 }
@@ -167,57 +130,6 @@ pub enum UpstreamTarget {
     Simulator(Box<SimSettings>),
 }
 
-/// A concrete SMTP endpoint with its credentials.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Endpoint {
-    pub host: String,
-    pub port: u16,
-    pub tls: TlsMode,
-    pub ca_file: Option<PathBuf>,
-    /// PEM bytes of extra trust anchors (read at load time, so a reload sees file changes).
-    pub extra_ca_pem: Option<Vec<u8>>,
-    pub username: String,
-    pub password: SecretEq,
-}
-
-/// A secret that compares by value (to reuse the pool when the upstream did not change).
-#[derive(Clone, Debug)]
-pub struct SecretEq(pub Secret);
-impl PartialEq for SecretEq {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.expose() == other.0.expose()
-    }
-}
-
-/// What to put left of the @ of the rewritten envelope sender.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EnvelopeLocalPart {
-    Keep,
-    Fixed(String),
-}
-
-/// One sending domain, fully resolved.
-#[derive(Debug, Clone)]
-pub struct Domain {
-    /// A-label, lower case.
-    pub name: String,
-    pub mail_from: String,
-    pub envelope_local_part: EnvelopeLocalPart,
-    pub null_sender_local_part: String,
-    pub subdomains: bool,
-    pub headers: Vec<String>,
-    pub oversign: Vec<String>,
-    pub configuration_set: Option<String>,
-    pub expiration: Option<u64>,
-    pub dmarc: Option<String>,
-    /// A newly active selector must be published in DNS (and match its key) before it signs.
-    pub require_published: bool,
-    /// Selectors that sign, in order.
-    pub active: Vec<Arc<SelectorKey>>,
-    /// Every configured selector, active or merely published.
-    pub selectors: BTreeMap<String, Arc<SelectorKey>>,
-}
-
 /// A complete, validated configuration. Immutable; replaced whole on reload.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -226,7 +138,7 @@ pub struct Snapshot {
     pub upstream: Upstream,
     pub reload: ReloadSettings,
     pub dns: DnsSettings,
-    pub domains: BTreeMap<String, Arc<Domain>>,
+    pub domains: Domains,
     pub warnings: Vec<Diagnostic>,
 }
 
@@ -251,67 +163,10 @@ pub struct DnsSettings {
     pub timeout: Duration,
 }
 
-/// The headers signed by default (when present), and those signed once more than they occur.
-pub const DEFAULT_SIGNED_HEADERS: &[&str] = &[
-    "From",
-    "To",
-    "Cc",
-    "Subject",
-    "Reply-To",
-    "In-Reply-To",
-    "References",
-    "MIME-Version",
-    "Content-Type",
-    "Content-Transfer-Encoding",
-    "List-Unsubscribe",
-    "List-Unsubscribe-Post",
-    "List-Id",
-];
-pub const DEFAULT_OVERSIGNED: &[&str] = &["From", "To", "Cc", "Subject", "Reply-To"];
-
-/// Headers SES replaces or removes: signing them breaks the signature (ses-smtp.md §5.1).
-pub fn ses_forbids_signing(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    matches!(
-        n.as_str(),
-        "message-id" | "date" | "return-path" | "bounces-to" | "dkim-signature"
-    ) || n.starts_with("x-ses-")
-}
-
-impl Domain {
-    /// Every configured selector as the DNS module describes it (for `dns`, the simulator's
-    /// DNS view, and publication checks).
-    pub fn selector_infos(&self) -> Vec<crate::dns::SelectorInfo> {
-        self.selectors
-            .values()
-            .map(|k| crate::dns::SelectorInfo {
-                selector: k.selector.clone(),
-                algorithm: k.algorithm,
-                public_key: k.public_key.clone(),
-                active: self.active.iter().any(|a| a.selector == k.selector),
-            })
-            .collect()
-    }
-}
-
 impl Snapshot {
-    /// The domain entry that signs for a header-From domain (A-label, any case), honouring
-    /// each domain's `subdomains` switch. The most specific configured domain wins.
+    /// The domain entry that signs for a header-From domain ([`Domains::domain_for`]).
     pub fn domain_for(&self, from_domain: &str) -> Option<&Arc<Domain>> {
-        let wanted = from_domain.trim_end_matches('.').to_ascii_lowercase();
-        if let Some(d) = self.domains.get(&wanted) {
-            return Some(d);
-        }
-        let mut rest = wanted.as_str();
-        while let Some((_, parent)) = rest.split_once('.') {
-            if let Some(d) = self.domains.get(parent)
-                && d.subdomains
-            {
-                return Some(d);
-            }
-            rest = parent;
-        }
-        None
+        self.domains.domain_for(from_domain)
     }
 
     /// The effective configuration as TOML-like text, secrets masked (`dkim-relay check`).
@@ -427,17 +282,17 @@ impl Snapshot {
         ));
         out.push_str(&format!(
             "pool_size = {}\nmax_messages_per_connection = {}\nmax_connection_age_secs = {}\nidle_close_secs = {}\n",
-            u.pool_size,
-            u.max_messages_per_connection,
-            u.max_connection_age.as_secs(),
-            u.idle_close.as_secs()
+            u.pool.pool_size,
+            u.pool.max_messages_per_connection,
+            u.pool.max_connection_age.as_secs(),
+            u.pool.idle_close.as_secs()
         ));
         out.push_str(&format!(
             "connect_timeout_secs = {}\ntls_timeout_secs = {}\ncommand_timeout_secs = {}\ndata_timeout_secs = {}\n",
-            u.connect_timeout.as_secs(),
-            u.tls_timeout.as_secs(),
-            u.command_timeout.as_secs(),
-            u.data_timeout.as_secs()
+            u.pool.connect_timeout.as_secs(),
+            u.pool.tls_timeout.as_secs(),
+            u.pool.command_timeout.as_secs(),
+            u.pool.data_timeout.as_secs()
         ));
         let r = &self.reload;
         out.push_str(&format!(
@@ -455,7 +310,7 @@ impl Snapshot {
         out.push_str(&format!("timeout_secs = {}\n", self.dns.timeout.as_secs()));
         for d in self.domains.values() {
             out.push_str(&format!("\n[domains.\"{}\"]\n", d.name));
-            out.push_str(&format!("mail_from = \"{}\"\n", d.mail_from));
+            out.push_str(&format!("mail_from = \"{}\"\n", d.envelope.mail_from));
             out.push_str(&format!(
                 "sign = [{}]\n",
                 d.active
@@ -466,11 +321,11 @@ impl Snapshot {
             ));
             out.push_str(&format!(
                 "envelope_local_part = \"{}\"\nnull_sender_local_part = \"{}\"\nsubdomains = {}\n",
-                match &d.envelope_local_part {
+                match &d.envelope.envelope_local_part {
                     EnvelopeLocalPart::Keep => "keep",
                     EnvelopeLocalPart::Fixed(s) => s,
                 },
-                d.null_sender_local_part,
+                d.envelope.null_sender_local_part,
                 d.subdomains
             ));
             out.push_str(&format!(

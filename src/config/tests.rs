@@ -81,7 +81,7 @@ fn valid_config_resolves() {
     let snap = load_str(Path::new("t.toml"), &config(&domain(&k, ""))).unwrap();
     assert!(snap.warnings.is_empty(), "{:?}", snap.warnings);
     let d = snap.domain_for("EXAMPLE.org").unwrap();
-    assert_eq!(d.mail_from, "mail.example.org");
+    assert_eq!(d.envelope.mail_from, "mail.example.org");
     assert_eq!(d.active.len(), 1);
     assert!(snap.domain_for("sub.example.org").is_none());
     assert!(snap.server.listen[0].ip().is_loopback());

@@ -98,7 +98,7 @@ pub(super) fn resolve(file: &Path, text: &str, raw: RawConfig) -> LoadResult {
     let profile = upstream.as_ref().map(|u| u.profile).unwrap_or(Profile::Ses);
     let reload = reload(&mut cx, &raw.reload);
     let dns = dns(&mut cx, &raw.dns);
-    let mut domains = BTreeMap::new();
+    let mut domains = Domains::default();
     if raw.domains.is_empty() {
         cx.error(
             &["domains"],
@@ -440,7 +440,7 @@ fn users(
         }
         let mut allowed = Vec::new();
         for d in &u.domains {
-            let name = crate::message::address::to_ascii_domain(d).unwrap_or_default();
+            let name = crate::domain_name::normalize(d).unwrap_or_default();
             match domains.get(&name) {
                 Some(dom) => allowed.push(crate::users::AllowedDomain {
                     name: dom.name.clone(),
@@ -612,14 +612,16 @@ fn upstream(
     Some(Upstream {
         target,
         profile,
-        pool_size: pool_size.clamp(1, 256),
-        max_messages_per_connection,
-        max_connection_age,
-        idle_close,
-        connect_timeout,
-        tls_timeout,
-        command_timeout,
-        data_timeout,
+        pool: PoolSettings {
+            pool_size: pool_size.clamp(1, 256),
+            max_messages_per_connection,
+            max_connection_age,
+            idle_close,
+            connect_timeout,
+            tls_timeout,
+            command_timeout,
+            data_timeout,
+        },
         credential_source,
     })
 }
@@ -773,7 +775,7 @@ fn domain(
     require_published: bool,
 ) -> Option<Domain> {
     let at = |k: &'static str| ["domains", key, k];
-    let name = match crate::message::address::to_ascii_domain(key) {
+    let name = match crate::domain_name::normalize(key) {
         Some(n) => n,
         None => {
             cx.error(
@@ -793,7 +795,7 @@ fn domain(
             ok = false;
             String::new()
         }
-        Some(m) => match crate::message::address::to_ascii_domain(m) {
+        Some(m) => match crate::domain_name::normalize(m) {
             Some(m) if m == name || m.ends_with(&format!(".{name}")) => m,
             _ => {
                 cx.error(
@@ -965,9 +967,11 @@ fn domain(
     }
     ok.then(|| Domain {
         name,
-        mail_from,
-        envelope_local_part,
-        null_sender_local_part,
+        envelope: EnvelopeRules {
+            mail_from,
+            envelope_local_part,
+            null_sender_local_part,
+        },
         subdomains: raw.subdomains.unwrap_or(false),
         headers,
         oversign,

@@ -454,13 +454,13 @@ pub fn dmarc(domain: &Domain, txt: &[String]) -> Vec<Check> {
     };
     let mut out = vec![Check::pass(subject.clone(), format!("\"{record}\""))];
     let strict = |t: &str| tag(&tags, t).is_some_and(|v| v.eq_ignore_ascii_case("s"));
-    if strict("aspf") && domain.mail_from != domain.name {
+    if strict("aspf") && domain.envelope.mail_from != domain.name {
         out.push(Check::warn(
             subject.clone(),
             format!(
                 "aspf=s: SPF passes for {} but does not align with {} under strict alignment, so \
                  DMARC rests on DKIM alone",
-                domain.mail_from, domain.name
+                domain.envelope.mail_from, domain.name
             ),
             "remove aspf=s (relaxed alignment is the default)",
         ));
@@ -539,14 +539,14 @@ pub async fn diagnose(
             }
             out.extend(key_checks(&d.name, key, max_age, now));
         }
-        if !d.mail_from.is_empty() {
-            out.push(match lookup.mx(&d.mail_from).await {
-                Ok(mx) => mail_from_mx(&d.mail_from, region, &mx),
-                Err(e) => lookup_failed(format!("{} MX", d.mail_from), &e),
+        if !d.envelope.mail_from.is_empty() {
+            out.push(match lookup.mx(&d.envelope.mail_from).await {
+                Ok(mx) => mail_from_mx(&d.envelope.mail_from, region, &mx),
+                Err(e) => lookup_failed(format!("{} MX", d.envelope.mail_from), &e),
             });
-            out.push(match lookup.txt(&d.mail_from).await {
-                Ok(txt) => mail_from_spf(&d.mail_from, &txt),
-                Err(e) => lookup_failed(format!("{} SPF", d.mail_from), &e),
+            out.push(match lookup.txt(&d.envelope.mail_from).await {
+                Ok(txt) => mail_from_spf(&d.envelope.mail_from, &txt),
+                Err(e) => lookup_failed(format!("{} SPF", d.envelope.mail_from), &e),
             });
         }
         let dmarc_name = format!("_dmarc.{}", d.name);

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::Secret;
+use crate::secret::Secret;
 use crate::smtp::reply::Reply;
 
 /// `[simulator]` as written.

@@ -3,7 +3,8 @@
 //! is built from the relay's own keys and records, and the relay reaches it exactly as it
 //! reaches SES — TCP, STARTTLS against a fresh CA, AUTH with a fresh account.
 
-use crate::config::Endpoint;
+use crate::secret::{Secret, SecretEq};
+use crate::upstream::settings::{Endpoint, TlsMode};
 
 /// Starts the SES simulator in-process on loopback with a fresh CA and account, and returns
 /// the endpoint the relay then uses exactly as it would use SES: TCP, STARTTLS, AUTH.
@@ -16,7 +17,7 @@ pub async fn start(
         .values()
         .map(|d| super::EmbeddedDomain {
             name: d.name.clone(),
-            mail_from: d.mail_from.clone(),
+            mail_from: d.envelope.mail_from.clone(),
             selectors: d.selector_infos(),
             dmarc: d.dmarc.clone(),
         })
@@ -33,11 +34,11 @@ pub async fn start(
     let endpoint = Endpoint {
         host: sim.starttls_addr.ip().to_string(),
         port: sim.starttls_addr.port(),
-        tls: crate::config::TlsMode::StartTls,
+        tls: TlsMode::StartTls,
         ca_file: None,
         extra_ca_pem: Some(sim.ca_pem.clone().into_bytes()),
         username: creds.username.clone(),
-        password: crate::config::SecretEq(crate::config::Secret::new(creds.password.clone())),
+        password: SecretEq(Secret::new(creds.password.clone())),
     };
     Ok((endpoint, sim))
 }

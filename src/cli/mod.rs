@@ -138,7 +138,8 @@ pub fn doctor(path: &Path, nameserver: Option<std::net::SocketAddr>) -> ExitCode
     };
     let region = region_of(&snapshot);
     let checks = rt.block_on(crate::doctor::diagnose(
-        &snapshot,
+        &snapshot.domains,
+        snapshot.reload.key_max_age,
         &region,
         &lookup,
         std::time::SystemTime::now(),

@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
-use crate::config::{Domain, Snapshot};
+use crate::dkim::domain::{Domain, Domains};
 use crate::dkim::Algorithm;
 use crate::dkim::key::SelectorKey;
 pub use lookup::{HickoryLookup, Lookup, LookupError, NoLookup, StaticLookup};
@@ -514,15 +514,17 @@ fn lookup_failed(subject: String, e: &LookupError) -> Check {
 /// Every check for every configured domain, in a stable order (per domain: selectors, MAIL
 /// FROM MX and SPF, DMARC). Problems with published-only selectors are warnings: they do not
 /// sign yet (or any more).
+/// `key_max_age` is the rotation age (`[reload] key_max_age_days`).
 pub async fn diagnose(
-    snapshot: &Snapshot,
+    domains: &Domains,
+    key_max_age: Duration,
     region: &str,
     lookup: &dyn Lookup,
     now: SystemTime,
 ) -> Vec<Check> {
-    let max_age = snapshot.reload.key_max_age;
+    let max_age = key_max_age;
     let mut out = Vec::new();
-    for d in snapshot.domains.values() {
+    for d in domains.values() {
         for key in d.selectors.values() {
             let active = d.active.iter().any(|a| a.selector == key.selector);
             let name = format!("{}._domainkey.{}", key.selector, d.name);

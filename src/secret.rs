@@ -54,7 +54,10 @@ mod tests {
         let s = Secret::new("hunter2".into());
         assert_eq!(format!("{s:?}"), "\"********\"");
         assert_eq!(format!("{s}"), "********");
-        assert_eq!(format!("{:?}", SecretEq(s.clone())), "SecretEq(\"********\")");
+        assert_eq!(
+            format!("{:?}", SecretEq(s.clone())),
+            "SecretEq(\"********\")"
+        );
         assert_eq!(s.expose(), "hunter2");
     }
 

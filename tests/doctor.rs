@@ -66,7 +66,14 @@ impl Setup {
 
     async fn library(&self) -> Vec<Check> {
         let lookup = HickoryLookup::with(Some(self.server.addr), Duration::from_secs(2)).unwrap();
-        doctor::diagnose(&self.snapshot.domains, self.snapshot.reload.key_max_age, "us-east-1", &lookup, SystemTime::now()).await
+        doctor::diagnose(
+            &self.snapshot.domains,
+            self.snapshot.reload.key_max_age,
+            "us-east-1",
+            &lookup,
+            SystemTime::now(),
+        )
+        .await
     }
 
     /// Runs the binary; returns (exit code, stdout lines).

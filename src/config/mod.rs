@@ -9,6 +9,7 @@
 pub mod publish;
 pub mod raw;
 pub mod reload;
+pub mod restart;
 pub mod watch;
 
 use std::fmt;
@@ -22,11 +23,11 @@ pub use crate::dkim::domain::{
     DEFAULT_OVERSIGNED, DEFAULT_SIGNED_HEADERS, Domain, Domains, ses_forbids_signing,
 };
 pub use crate::message::{EnvelopeLocalPart, EnvelopeRules, Profile};
-pub use crate::secret::{Secret, SecretEq};
-pub use crate::upstream::settings::{Endpoint, PoolSettings, TlsMode};
 use crate::net::Network;
+pub use crate::secret::{Secret, SecretEq};
 use crate::sim::config::SimSettings;
 use crate::smtp::codec::BareNewline;
+pub use crate::upstream::settings::{Endpoint, PoolSettings, TlsMode};
 use raw::RawConfig;
 
 /// How bad a finding is.
@@ -119,6 +120,10 @@ pub struct Upstream {
     pub profile: Profile,
     /// Pool size, rotation and timeouts, as the upstream module takes them.
     pub pool: PoolSettings,
+    /// The endpoint the relay connects to: the remote one, or — for the embedded simulator —
+    /// the simulator's own, filled in once when the relay starts it ([`reload::Live::with_embedded`])
+    /// and carried into every reloaded snapshot. `None` only before the simulator listens.
+    pub endpoint: Option<Endpoint>,
     /// Where the credentials came from, for `check` output (never the secret).
     pub credential_source: String,
 }
@@ -139,6 +144,10 @@ pub struct Snapshot {
     pub reload: ReloadSettings,
     pub dns: DnsSettings,
     pub domains: Domains,
+    /// Every file this snapshot was built from, the configuration file first: key files, the
+    /// listener's certificate and key, the upstream's `ca_file` and `password_file`, the
+    /// simulator's files. The watcher polls exactly these.
+    pub files: Vec<PathBuf>,
     pub warnings: Vec<Diagnostic>,
 }
 

@@ -18,6 +18,8 @@ struct Ctx<'a> {
     doc: Option<toml::Spanned<toml::de::DeTable<'a>>>,
     text: &'a str,
     found: Vec<Diagnostic>,
+    /// Every file read while resolving (for the watcher), in order, once each.
+    files: Vec<PathBuf>,
 }
 
 impl<'a> Ctx<'a> {
@@ -55,6 +57,18 @@ impl<'a> Ctx<'a> {
     fn warn(&mut self, path: &[&str], message: impl Into<String>) {
         self.push(Severity::Warning, path, message)
     }
+    /// Records a file this configuration depends on (read now, or by a module it builds).
+    fn depends_on(&mut self, p: &Path) {
+        if !self.files.iter().any(|f| f == p) {
+            self.files.push(p.to_path_buf());
+        }
+    }
+    /// Reads a file the configuration names. The one place `validate` reads files: each is
+    /// recorded, so the watcher sees every file a snapshot was built from.
+    fn read(&mut self, p: &Path) -> std::io::Result<Vec<u8>> {
+        self.depends_on(p);
+        std::fs::read(p)
+    }
     fn resolve_path(&self, p: &str) -> PathBuf {
         let p = Path::new(p);
         if p.is_absolute() {
@@ -91,6 +105,7 @@ pub(super) fn resolve(file: &Path, text: &str, raw: RawConfig) -> LoadResult {
         doc: toml::de::DeTable::parse(text).ok(),
         text,
         found: Vec::new(),
+        files: vec![file.to_path_buf()],
     };
 
     let server = server(&mut cx, &raw.server);
@@ -156,6 +171,7 @@ pub(super) fn resolve(file: &Path, text: &str, raw: RawConfig) -> LoadResult {
             reload,
             dns,
             domains,
+            files: cx.files,
             warnings: cx.found,
         }),
         _ => {
@@ -335,7 +351,7 @@ fn server_tls(cx: &mut Ctx<'_>, raw: &super::raw::RawServerTls) -> Option<Server
         }
         Some(f) => {
             let p = cx.resolve_path(f);
-            match std::fs::read(&p) {
+            match cx.read(&p) {
                 Ok(b) => Some((p, b)),
                 Err(e) => {
                     cx.error(&at(key), format!("cannot read {}: {e}", p.display()));
@@ -535,6 +551,9 @@ fn upstream(
                 cx.error(&parts, msg);
             })
             .ok()?;
+        for f in settings.files_read() {
+            cx.depends_on(&f);
+        }
         (
             UpstreamTarget::Simulator(Box::new(settings)),
             "generated for the embedded simulator".to_string(),
@@ -579,7 +598,7 @@ fn upstream(
             None => (None, None),
             Some(f) => {
                 let p = cx.resolve_path(f);
-                match std::fs::read(&p) {
+                match cx.read(&p) {
                     Ok(pem) => (Some(p), Some(pem)),
                     Err(e) => {
                         cx.error(&up("ca_file"), format!("cannot read {}: {e}", p.display()));
@@ -609,7 +628,12 @@ fn upstream(
             source,
         )
     };
+    let endpoint = match &target {
+        UpstreamTarget::Remote(e) => Some(e.clone()),
+        UpstreamTarget::Simulator(_) => None,
+    };
     Some(Upstream {
+        endpoint,
         target,
         profile,
         pool: PoolSettings {
@@ -671,6 +695,7 @@ fn password(cx: &mut Ctx<'_>, raw: &RawUpstream, host: &str) -> Option<(Secret, 
     }
     if let Some(f) = &raw.password_file {
         let p = cx.resolve_path(f);
+        cx.depends_on(&p);
         return match std::fs::read_to_string(&p) {
             Ok(v) if !v.trim().is_empty() => Some((
                 Secret::new(v.trim().to_string()),
@@ -828,6 +853,7 @@ fn domain(
             continue;
         }
         let path = cx.resolve_path(&s.key_file);
+        cx.depends_on(&path);
         match SelectorKey::load(sel, s.algorithm, &path) {
             Ok((k, problems)) => {
                 for p in problems {

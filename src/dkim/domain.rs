@@ -171,7 +171,10 @@ mod tests {
         .collect();
         let pick = |n: &str| t.domain_for(n).map(|d| d.name.clone());
         assert_eq!(pick("EXAMPLE.org.").as_deref(), Some("example.org"));
-        assert_eq!(pick("news.example.org").as_deref(), Some("news.example.org"));
+        assert_eq!(
+            pick("news.example.org").as_deref(),
+            Some("news.example.org")
+        );
         // news.example.org does not cover its subdomains, but example.org does.
         assert_eq!(pick("a.news.example.org").as_deref(), Some("example.org"));
         assert_eq!(pick("example.org.evil.test"), None);
@@ -183,6 +186,10 @@ mod tests {
         assert!(ses_forbids_signing("Message-ID"));
         assert!(ses_forbids_signing("X-SES-CONFIGURATION-SET"));
         assert!(!ses_forbids_signing("Subject"));
-        assert!(DEFAULT_OVERSIGNED.iter().all(|h| DEFAULT_SIGNED_HEADERS.contains(h)));
+        assert!(
+            DEFAULT_OVERSIGNED
+                .iter()
+                .all(|h| DEFAULT_SIGNED_HEADERS.contains(h))
+        );
     }
 }

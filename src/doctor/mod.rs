@@ -20,8 +20,8 @@ use std::time::{Duration, SystemTime};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
-use crate::dkim::domain::{Domain, Domains};
 use crate::dkim::Algorithm;
+use crate::dkim::domain::{Domain, Domains};
 use crate::dkim::key::SelectorKey;
 pub use lookup::{HickoryLookup, Lookup, LookupError, NoLookup, StaticLookup};
 

@@ -506,6 +506,18 @@ impl SimSettings {
             .or_else(|| self.mail_from_for(mail_from))
     }
 
+    /// The files these settings make the simulator read when it starts (its certificate and
+    /// key, its DNS zone), for the relay's configuration watcher.
+    pub fn files_read(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        if let TlsSource::Files { cert, key } = &self.tls {
+            out.push(cert.clone());
+            out.push(key.clone());
+        }
+        out.extend(self.dns_zone.iter().cloned());
+        out
+    }
+
     /// Loads a standalone simulator file (`dkim-relay ses-sim --config sim.toml`): the same
     /// keys as `[simulator]`, at the top level. Errors name the key.
     pub fn load_file(path: &Path) -> Result<SimSettings, String> {

@@ -37,7 +37,7 @@ async fn staging(extra_domain: &str) -> Staging {
     let UpstreamTarget::Simulator(settings) = &snapshot.upstream.target else {
         panic!("not a simulator config")
     };
-    let (endpoint, sim) = dkim_relay::sim::relay_upstream::start(settings, &snapshot)
+    let (endpoint, sim) = dkim_relay::sim::relay_upstream::start(settings, &snapshot.domains)
         .await
         .unwrap();
     let outbox = sim.outbox.clone();

@@ -830,7 +830,7 @@ async fn reload_that_flips_the_simulator_switch_is_refused_and_mail_still_flows(
     let config::UpstreamTarget::Simulator(settings) = &snapshot.upstream.target else {
         panic!("not a simulator configuration")
     };
-    let (endpoint, sim) = dkim_relay::sim::relay_upstream::start(settings, &snapshot)
+    let (endpoint, sim) = dkim_relay::sim::relay_upstream::start(settings, &snapshot.domains)
         .await
         .unwrap();
     let listeners = dkim_relay::server::bind(&snapshot.server.listen)

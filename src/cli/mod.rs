@@ -305,7 +305,7 @@ pub fn records_for(snapshot: &config::Snapshot) -> Vec<crate::dns::Record> {
     let region = region_of(snapshot);
     let mut out = Vec::new();
     for d in snapshot.domains.values() {
-        let selectors = d.selector_infos();
+        let selectors = crate::sim::relay_upstream::selector_infos(d);
         out.extend(crate::dns::domain_records(
             &crate::dns::DomainRecordsInput {
                 domain: d.name.clone(),

@@ -51,7 +51,7 @@ async fn run(path: &Path, mut snapshot: config::Snapshot) -> ExitCode {
     let (embedded, simulator) = match &snapshot.upstream.target {
         UpstreamTarget::Remote(_) => (None, None),
         UpstreamTarget::Simulator(settings) => {
-            match crate::sim::relay_upstream::start(settings, &snapshot).await {
+            match crate::sim::relay_upstream::start(settings, &snapshot.domains).await {
                 Ok((e, sim)) => (Some(e), Some(sim)),
                 Err(e) => {
                     eprintln!("error: cannot start the embedded SES simulator: {e}");

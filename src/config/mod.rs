@@ -24,6 +24,7 @@ pub use crate::dkim::domain::{
 };
 pub use crate::message::{EnvelopeLocalPart, EnvelopeRules, Profile};
 use crate::net::Network;
+pub use crate::net::is_loopback;
 pub use crate::secret::{Secret, SecretEq};
 use crate::sim::config::SimSettings;
 use crate::smtp::codec::BareNewline;
@@ -100,17 +101,6 @@ pub struct ServerTls {
     pub cert_file: PathBuf,
     pub implicit_listen: Vec<SocketAddr>,
     pub handshake_timeout: Duration,
-}
-
-/// Loopback, including an IPv4 loopback client seen through an IPv6 socket.
-pub fn is_loopback(ip: std::net::IpAddr) -> bool {
-    match ip {
-        std::net::IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map(|v4| v4.is_loopback())
-            .unwrap_or(v6.is_loopback()),
-        v4 => v4.is_loopback(),
-    }
 }
 
 /// A resolved upstream: a real SMTP endpoint, or the embedded simulator.

@@ -72,20 +72,6 @@ pub struct Domain {
 }
 
 impl Domain {
-    /// Every configured selector as the DNS module describes it (for `dns`, the simulator's
-    /// DNS view, and publication checks).
-    pub fn selector_infos(&self) -> Vec<crate::dns::SelectorInfo> {
-        self.selectors
-            .values()
-            .map(|k| crate::dns::SelectorInfo {
-                selector: k.selector.clone(),
-                algorithm: k.algorithm,
-                public_key: k.public_key.clone(),
-                active: self.is_active(&k.selector),
-            })
-            .collect()
-    }
-
     /// Whether `selector` signs (rather than being merely published).
     pub fn is_active(&self, selector: &str) -> bool {
         self.active.iter().any(|a| a.selector == selector)

@@ -31,7 +31,10 @@ impl Range {
 
     /// The message for a value out of bounds.
     pub fn message(&self) -> String {
-        let m = format!("must be between {} and {} {}", self.min, self.max, self.unit);
+        let m = format!(
+            "must be between {} and {} {}",
+            self.min, self.max, self.unit
+        );
         m.trim_end().to_string()
     }
 }
@@ -147,19 +150,43 @@ pub fn documented() -> Vec<(&'static str, &'static str, String)> {
             "max_message_size",
             server::MAX_MESSAGE_SIZE.to_string(),
         ),
-        ("server", "max_recipients", server::MAX_RECIPIENTS.to_string()),
-        ("server", "max_header_size", server::MAX_HEADER_SIZE.to_string()),
-        ("server", "max_connections", server::MAX_CONNECTIONS.to_string()),
+        (
+            "server",
+            "max_recipients",
+            server::MAX_RECIPIENTS.to_string(),
+        ),
+        (
+            "server",
+            "max_header_size",
+            server::MAX_HEADER_SIZE.to_string(),
+        ),
+        (
+            "server",
+            "max_connections",
+            server::MAX_CONNECTIONS.to_string(),
+        ),
         (
             "server",
             "max_connections_per_ip",
             server::MAX_CONNECTIONS_PER_IP.to_string(),
         ),
         ("server", "max_errors", server::MAX_ERRORS.to_string()),
-        ("server", "command_timeout_secs", d(server::COMMAND_TIMEOUT_SECS)),
+        (
+            "server",
+            "command_timeout_secs",
+            d(server::COMMAND_TIMEOUT_SECS),
+        ),
         ("server", "data_timeout_secs", d(server::DATA_TIMEOUT_SECS)),
-        ("server", "session_timeout_secs", d(server::SESSION_TIMEOUT_SECS)),
-        ("server", "shutdown_grace_secs", d(server::SHUTDOWN_GRACE_SECS)),
+        (
+            "server",
+            "session_timeout_secs",
+            d(server::SESSION_TIMEOUT_SECS),
+        ),
+        (
+            "server",
+            "shutdown_grace_secs",
+            d(server::SHUTDOWN_GRACE_SECS),
+        ),
         ("server", "bare_newline", q(server::BARE_NEWLINE)),
         ("server", "allow_networks", list(server::ALLOW_NETWORKS)),
         (
@@ -173,7 +200,11 @@ pub fn documented() -> Vec<(&'static str, &'static str, String)> {
             "auth_plaintext_loopback",
             server::AUTH_PLAINTEXT_LOOPBACK.to_string(),
         ),
-        ("server", "auth_failure_delay_ms", d(server::AUTH_FAILURE_DELAY_MS)),
+        (
+            "server",
+            "auth_failure_delay_ms",
+            d(server::AUTH_FAILURE_DELAY_MS),
+        ),
         (
             "server",
             "max_auth_failures",
@@ -197,15 +228,27 @@ pub fn documented() -> Vec<(&'static str, &'static str, String)> {
             "connect_timeout_secs",
             d(upstream::CONNECT_TIMEOUT_SECS),
         ),
-        ("upstream", "tls_timeout_secs", d(upstream::TLS_TIMEOUT_SECS)),
+        (
+            "upstream",
+            "tls_timeout_secs",
+            d(upstream::TLS_TIMEOUT_SECS),
+        ),
         (
             "upstream",
             "command_timeout_secs",
             d(upstream::COMMAND_TIMEOUT_SECS),
         ),
-        ("upstream", "data_timeout_secs", d(upstream::DATA_TIMEOUT_SECS)),
+        (
+            "upstream",
+            "data_timeout_secs",
+            d(upstream::DATA_TIMEOUT_SECS),
+        ),
         ("reload", "watch", reload::WATCH.to_string()),
-        ("reload", "watch_interval_secs", d(reload::WATCH_INTERVAL_SECS)),
+        (
+            "reload",
+            "watch_interval_secs",
+            d(reload::WATCH_INTERVAL_SECS),
+        ),
         (
             "reload",
             "require_published",
@@ -268,7 +311,11 @@ mod tests {
                     _ => {}
                 }
             }
-            out.push((table.clone(), key.to_string(), rest[..end].trim().to_string()));
+            out.push((
+                table.clone(),
+                key.to_string(),
+                rest[..end].trim().to_string(),
+            ));
         }
         out
     }

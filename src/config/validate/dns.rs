@@ -21,7 +21,11 @@ pub(super) fn dns(cx: &mut Ctx<'_>, raw: &crate::config::raw::RawDns) -> DnsSett
         }
         parsed
     });
-    let timeout = cx.ranged(&["dns", "timeout_secs"], raw.timeout_secs, default::TIMEOUT_SECS);
+    let timeout = cx.ranged(
+        &["dns", "timeout_secs"],
+        raw.timeout_secs,
+        default::TIMEOUT_SECS,
+    );
     DnsSettings {
         nameserver,
         timeout: secs(timeout),

@@ -56,15 +56,12 @@ pub(super) fn server(cx: &mut Ctx<'_>, raw: &crate::config::raw::RawServer) -> O
         cx.error(&["server", "max_recipients"], "must be at least 1");
         ok = false;
     }
-    let allow_raw = raw
-        .allow_networks
-        .clone()
-        .unwrap_or_else(|| {
-            default::ALLOW_NETWORKS
-                .iter()
-                .map(|n| n.to_string())
-                .collect()
-        });
+    let allow_raw = raw.allow_networks.clone().unwrap_or_else(|| {
+        default::ALLOW_NETWORKS
+            .iter()
+            .map(|n| n.to_string())
+            .collect()
+    });
     let mut allow_networks = Vec::new();
     for n in &allow_raw {
         match n.parse::<Network>() {
@@ -149,7 +146,10 @@ pub(super) fn server(cx: &mut Ctx<'_>, raw: &crate::config::raw::RawServer) -> O
         max_message_size,
         max_recipients,
         max_header_size: raw.max_header_size.unwrap_or(default::MAX_HEADER_SIZE),
-        max_connections: raw.max_connections.unwrap_or(default::MAX_CONNECTIONS).max(1),
+        max_connections: raw
+            .max_connections
+            .unwrap_or(default::MAX_CONNECTIONS)
+            .max(1),
         max_connections_per_ip: raw
             .max_connections_per_ip
             .unwrap_or(default::MAX_CONNECTIONS_PER_IP)

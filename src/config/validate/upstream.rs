@@ -26,9 +26,8 @@ pub(super) fn upstream(
     fn up(key: &str) -> [&str; 2] {
         ["upstream", key]
     }
-    let timeout = |cx: &mut Ctx<'_>, key: &str, v: Option<u64>, range| {
-        secs(cx.ranged(&up(key), v, range))
-    };
+    let timeout =
+        |cx: &mut Ctx<'_>, key: &str, v: Option<u64>, range| secs(cx.ranged(&up(key), v, range));
     let connect_timeout = timeout(
         cx,
         "connect_timeout_secs",

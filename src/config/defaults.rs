@@ -1,7 +1,7 @@
 //! Every default and every bound of the configuration, in one table.
 //!
-//! Validation ([`super::validate`]) takes its defaults and range checks from here,
-//! `dkim-relay check` ([`super::describe`]) prints the values they produce, and
+//! Validation (`validate`) takes its defaults and range checks from here,
+//! `dkim-relay check` (`describe`) prints the values they produce, and
 //! `config.toml.example` documents them: a test below reads the example and fails when a value
 //! written there differs from this table, so the three cannot drift apart.
 //!

@@ -1,9 +1,7 @@
 //! End-to-end: a client talks SMTP to the relay over a real socket; the relay signs and relays
 //! over real TLS to a scripted fake SES; signatures are checked by mail-auth and by dkimpy.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 type Msg = Vec<u8>;
 

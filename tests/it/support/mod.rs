@@ -7,7 +7,8 @@
 //! Set `DKIM_RELAY_CAPTURE_DIR` to have every message the fake upstream receives written there
 //! as `<n>.eml`; set `DKIM_RELAY_REQUIRE_DKIMPY=1` to make a missing dkimpy a failure.
 
-#![allow(dead_code)]
+pub mod dns_server;
+pub mod sim;
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -6,16 +6,14 @@
 //! arrives and the connection closes. Every wait on the relay is bounded by [`within`], so a
 //! regression fails instead of hanging.
 
-mod support;
-
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
+use crate::support::*;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use dkim_relay::smtp::reply::Reply;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Bounds a wait on the relay: a hang is a failure, not a stuck test run.

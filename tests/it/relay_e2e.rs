@@ -379,9 +379,9 @@ async fn upstream_unreachable_is_temporary() {
         envelope_local_part: None,
         max_message_size: None,
         upstream_data_timeout_secs: None,
-        upstream_extra: String::new(),
-        server_extra: String::new(),
-        extra_toml: String::new(),
+        upstream_extra: toml::Table::new(),
+        server_extra: toml::Table::new(),
+        users: Vec::new(),
         listener_tls: ListenerTls::None,
     })
     .await;
@@ -589,7 +589,7 @@ async fn per_session_cap_421_at_mail_is_retried_on_fresh_connection() {
 async fn pool_rotates_connections_after_the_message_cap() {
     let upstream = TestUpstream::start(UpstreamOptions::default()).await;
     let mut options = RelayOptions::for_upstream(&upstream);
-    options.upstream_extra = "max_messages_per_connection = 2\npool_size = 1\n".into();
+    options.upstream_extra = toml::toml! { max_messages_per_connection = 2 pool_size = 1 };
     let relay = TestRelay::start(options).await;
     let msg = simple_message("app@example.org", "rotate");
     for _ in 0..5 {

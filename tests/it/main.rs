@@ -8,8 +8,9 @@
 //!   client, the independent DKIM verifiers (mail-auth and dkimpy), log capture;
 //!   [`support::sim`] drives the SES simulator; [`support::dns_server`] is an authoritative DNS
 //!   server on 127.0.0.1 for `doctor` and `require_published`.
-//! - one module per area: `cli`, `doctor`, `hardening`, `keygen_dns`, `parsers_proptest`,
-//!   `relay_e2e`, `relay_sim`, `reload`, `sim_dkim`, `sim_interop`, `sim_smtp`.
+//! - one module per area: `cli`, `doctor`, `hardening`, `keygen_dns`, `layering` (reads
+//!   `src/`: imports point down), `parsers_proptest`, `relay_e2e`, `relay_sim`, `reload`,
+//!   `sim_dkim`, `sim_interop`, `sim_smtp`.
 
 mod support;
 
@@ -17,6 +18,7 @@ mod cli;
 mod doctor;
 mod hardening;
 mod keygen_dns;
+mod layering;
 mod parsers_proptest;
 mod relay_e2e;
 mod relay_sim;

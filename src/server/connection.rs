@@ -319,13 +319,9 @@ impl Conn {
             ));
         };
         let snapshot = Arc::clone(&self.snapshot);
-        let user_name = creds.user.clone();
+        let user_name = creds.username.clone();
         let checked = tokio::task::spawn_blocking(move || {
-            crate::users::authenticate(
-                &snapshot.server.users,
-                &creds.user,
-                creds.password.as_bytes(),
-            )
+            crate::users::authenticate(&snapshot.server.users, &creds.username, &creds.password)
         })
         .await
         .unwrap_or(None);

@@ -5,4 +5,5 @@
 pub mod codec;
 pub mod command;
 pub mod reply;
+pub mod sasl;
 pub mod session;

@@ -13,44 +13,14 @@
 //! connection driver ([`Action::Authenticate`] → [`Session::auth_result`]), so this state
 //! machine stays free of I/O and of CPU-heavy work.
 
-use base64::Engine;
-
 use super::codec::{DataError, LineError};
 use super::command::{self, Command, Mailbox};
 use super::reply::Reply;
+use super::sasl::{self, Exchange, SaslError, Step};
 use crate::message::Envelope;
 use crate::users::Submitter;
 
-/// AUTH PLAIN response: base64 of `authzid NUL authcid NUL passwd` (RFC 4616); `=` is empty.
-fn plain(b64: &[u8]) -> Action {
-    let raw = if b64 == b"=" {
-        Vec::new()
-    } else {
-        match base64::engine::general_purpose::STANDARD.decode(b64) {
-            Ok(r) => r,
-            Err(_) => return Action::Reply(Reply::new(501, "5.5.2", "Malformed AUTH response")),
-        }
-    };
-    let parts: Vec<&[u8]> = raw.split(|&b| b == 0).collect();
-    let creds = match parts.as_slice() {
-        [_authz, user, pass] => std::str::from_utf8(user)
-            .ok()
-            .zip(std::str::from_utf8(pass).ok()),
-        _ => None,
-    };
-    match creds {
-        Some((user, password)) => Action::Authenticate(Credentials {
-            user: user.to_string(),
-            password: password.to_string(),
-        }),
-        None => Action::Reply(Reply::new(501, "5.5.2", "Malformed AUTH PLAIN response")),
-    }
-}
-
-fn decode(b64: &[u8]) -> Option<String> {
-    let raw = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
-    String::from_utf8(raw).ok()
-}
+pub use super::sasl::Credentials;
 
 /// What the session needs to know about its limits; copied from the config snapshot taken
 /// when the connection was accepted.
@@ -68,23 +38,6 @@ pub struct Limits {
     pub auth_plaintext: bool,
     /// Failed AUTH attempts before 421 and close.
     pub max_auth_failures: u32,
-}
-
-/// Credentials from AUTH PLAIN or LOGIN, to be checked by the connection driver. The password
-/// is masked in `Debug` so it cannot reach a log line by accident.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
-    pub user: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("user", &self.user)
-            .field("password", &"********")
-            .finish()
-    }
 }
 
 /// What the connection driver must do next.
@@ -129,18 +82,6 @@ enum State {
     Data,
 }
 
-/// Where an AUTH exchange stands (RFC 4954 continuations).
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum AuthStep {
-    None,
-    /// `334 ` sent; the next line is the PLAIN response.
-    Plain,
-    /// `334 VXNlcm5hbWU6` sent; the next line is the user name.
-    LoginUser,
-    /// `334 UGFzc3dvcmQ6` sent; the next line is the password.
-    LoginPass(String),
-}
-
 #[derive(Debug)]
 pub struct Session {
     limits: Limits,
@@ -151,7 +92,8 @@ pub struct Session {
     errors: u32,
     tls: bool,
     user: Option<Submitter>,
-    auth: AuthStep,
+    /// The AUTH exchange waiting for a continuation line (RFC 4954), if any.
+    auth: Option<Exchange>,
     auth_failures: u32,
 }
 
@@ -165,7 +107,7 @@ impl Session {
             errors: 0,
             tls: false,
             user: None,
-            auth: AuthStep::None,
+            auth: None,
             auth_failures: 0,
         }
     }
@@ -177,7 +119,7 @@ impl Session {
         self.state = State::Connected;
         self.envelope = Envelope::default();
         self.user = None;
-        self.auth = AuthStep::None;
+        self.auth = None;
     }
 
     /// Whether TLS is active.
@@ -226,27 +168,36 @@ impl Session {
 
     /// A line sent in answer to a `334` continuation.
     fn auth_response(&mut self, line: Result<Vec<u8>, LineError>) -> Action {
-        let step = std::mem::replace(&mut self.auth, AuthStep::None);
+        let Some(mut exchange) = self.auth.take() else {
+            return Action::Reply(Reply::new(501, "5.5.2", "No AUTH in progress"));
+        };
         let Ok(line) = line else {
             return Action::Reply(Reply::new(501, "5.5.2", "Malformed AUTH response"));
         };
-        if line == b"*" {
-            return Action::Reply(Reply::new(501, "5.7.0", "Authentication cancelled"));
-        }
+        let plain = exchange.waiting_for() == Some("PLAIN");
+        let step = exchange.step(&line);
+        self.sasl_step(exchange, step, plain)
+    }
+
+    /// Words one step of the SASL machine as the relay's reply.
+    /// `plain`: the mechanism is PLAIN (its structural errors are worded apart).
+    fn sasl_step(&mut self, exchange: Exchange, step: Step, plain: bool) -> Action {
         match step {
-            AuthStep::None => Action::Reply(Reply::new(501, "5.5.2", "No AUTH in progress")),
-            AuthStep::Plain => plain(&line),
-            AuthStep::LoginUser => match decode(&line) {
-                Some(u) => {
-                    self.auth = AuthStep::LoginPass(u);
-                    Action::Reply(Reply::plain(334, "UGFzc3dvcmQ6"))
-                }
-                None => Action::Reply(Reply::new(501, "5.5.2", "Malformed AUTH response")),
-            },
-            AuthStep::LoginPass(user) => match decode(&line) {
-                Some(password) => Action::Authenticate(Credentials { user, password }),
-                None => Action::Reply(Reply::new(501, "5.5.2", "Malformed AUTH response")),
-            },
+            Step::Challenge(text) => {
+                self.auth = Some(exchange);
+                Action::Reply(Reply::plain(334, text))
+            }
+            Step::Done(creds) => Action::Authenticate(creds),
+            Step::Cancelled => Action::Reply(Reply::new(501, "5.7.0", "Authentication cancelled")),
+            Step::Failed(SaslError::UnknownMechanism) => Action::Reply(Reply::new(
+                504,
+                "5.5.4",
+                "Unrecognized authentication mechanism (PLAIN and LOGIN are offered)",
+            )),
+            Step::Failed(e) if plain && e.is_plain_structure() => {
+                Action::Reply(Reply::new(501, "5.5.2", "Malformed AUTH PLAIN response"))
+            }
+            Step::Failed(_) => Action::Reply(Reply::new(501, "5.5.2", "Malformed AUTH response")),
         }
     }
 
@@ -278,29 +229,9 @@ impl Session {
                 "AUTH not permitted during a mail transaction",
             ));
         }
-        match (mechanism.to_ascii_uppercase().as_str(), initial) {
-            ("PLAIN", Some(resp)) => plain(resp.as_bytes()),
-            ("PLAIN", None) => {
-                self.auth = AuthStep::Plain;
-                Action::Reply(Reply::plain(334, ""))
-            }
-            ("LOGIN", Some(user)) => match decode(user.as_bytes()) {
-                Some(u) => {
-                    self.auth = AuthStep::LoginPass(u);
-                    Action::Reply(Reply::plain(334, "UGFzc3dvcmQ6"))
-                }
-                None => Action::Reply(Reply::new(501, "5.5.2", "Malformed AUTH response")),
-            },
-            ("LOGIN", None) => {
-                self.auth = AuthStep::LoginUser;
-                Action::Reply(Reply::plain(334, "VXNlcm5hbWU6"))
-            }
-            _ => Action::Reply(Reply::new(
-                504,
-                "5.5.4",
-                "Unrecognized authentication mechanism (PLAIN and LOGIN are offered)",
-            )),
-        }
+        let (exchange, step) = Exchange::start(&mechanism, initial.as_deref().map(str::as_bytes));
+        let plain = mechanism.eq_ignore_ascii_case("PLAIN");
+        self.sasl_step(exchange, step, plain)
     }
 
     pub fn greeting(&self) -> Reply {
@@ -317,7 +248,7 @@ impl Session {
 
     /// Handles one command line (or a framing error in reading it).
     pub fn command(&mut self, line: Result<Vec<u8>, LineError>) -> Action {
-        if self.auth != AuthStep::None {
+        if self.auth.is_some() {
             let action = self.auth_response(line);
             return self.count_errors(action);
         }
@@ -379,7 +310,7 @@ impl Session {
                     caps.push("STARTTLS".into());
                 }
                 if self.auth_offered() && self.user.is_none() {
-                    caps.push("AUTH PLAIN LOGIN".into());
+                    caps.push(format!("AUTH {}", sasl::MECHANISMS));
                 }
                 caps.push("HELP".into());
                 Action::Reply(Reply::multi(250, caps))
@@ -740,7 +671,10 @@ mod tests {
         cmd(&mut s, "EHLO c");
         match cmd(&mut s, "AUTH PLAIN AGFwcABwdw==") {
             Action::Authenticate(c) => {
-                assert_eq!((c.user.as_str(), c.password.as_str()), ("app", "pw"));
+                assert_eq!(
+                    (c.username.as_str(), c.password.as_slice()),
+                    ("app", &b"pw"[..])
+                );
                 assert!(!format!("{c:?}").contains("pw\""));
             }
             other => panic!("{other:?}"),

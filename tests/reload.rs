@@ -234,7 +234,7 @@ async fn start_relay(path: &Path, lookup: Option<Arc<StaticLookup>>) -> RunningR
         live = live.with_lookup(l);
     }
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(dkim_relay::server::run(
+    let task = tokio::spawn(dkim_relay::relay::protocol::run(
         listeners,
         live.clone(),
         Relay::new(None),

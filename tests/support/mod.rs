@@ -27,7 +27,7 @@ use tokio_rustls::TlsAcceptor;
 use dkim_relay::config::reload::Live;
 use dkim_relay::dkim::Algorithm;
 use dkim_relay::dkim::keygen::{self, GeneratedKey};
-use dkim_relay::relay::Relay;
+use dkim_relay::relay::{Relay, protocol};
 use dkim_relay::server::{self, Stopped};
 use dkim_relay::sim::verdict::{DkimVerdict, DnsView, verdict};
 use dkim_relay::smtp::codec::{BareNewline, DataReader, LineReader, dot_stuff};
@@ -879,18 +879,18 @@ key_file = "keys/net-e1.pem"
                     .join("\n")
             ),
         };
-        let listeners = server::bind_all(&snapshot.server)
+        let listeners = protocol::bind_all(&snapshot.server)
             .await
             .expect("bind relay");
         let addr = listeners[0].tcp.local_addr().expect("relay addr");
         let implicit_addr = listeners
             .iter()
-            .find(|l| l.mode == server::connection::Mode::ImplicitTls)
+            .find(|l| l.mode == server::Mode::ImplicitTls)
             .map(|l| l.tcp.local_addr().expect("implicit addr"));
         let live = Live::new(&config_path, snapshot);
         let relay = Relay::new(None);
         let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(server::run_listeners(
+        let handle = tokio::spawn(protocol::run_listeners(
             listeners,
             live.clone(),
             relay,

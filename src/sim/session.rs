@@ -196,6 +196,11 @@ impl Session {
         self.user.as_deref()
     }
 
+    /// Whether a transaction is under way (MAIL given, message not yet read).
+    pub fn in_transaction(&self) -> bool {
+        self.mail_from.is_some()
+    }
+
     /// Whether the next line is an AUTH response rather than a command.
     pub fn in_auth(&self) -> bool {
         self.auth.is_some()

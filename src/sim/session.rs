@@ -264,7 +264,7 @@ impl Session {
         let parsed = command::parse(line);
         let cmd = match parsed {
             Ok(c) => c,
-            Err(reply) => {
+            Err(e) => {
                 let v = verb(line);
                 return Action::Reply(match v.as_str() {
                     "MAIL" => self
@@ -273,7 +273,7 @@ impl Session {
                     "RCPT" => self.gate().unwrap_or_else(|| {
                         Reply::plain(553, format!("<{}> address unknown", written_rcpt(line)))
                     }),
-                    _ => reply,
+                    _ => e.reply(),
                 });
             }
         };

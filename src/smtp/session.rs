@@ -266,7 +266,7 @@ impl Session {
             Err(LineError::Nul) => Action::Reply(Reply::new(500, "5.5.2", "NUL byte in command")),
             Ok(bytes) => match command::parse(&bytes) {
                 Ok(cmd) => self.handle(cmd),
-                Err(reply) => Action::Reply(reply),
+                Err(e) => Action::Reply(e.reply()),
             },
         };
         self.count_errors(action)

@@ -58,9 +58,7 @@ impl CommandError {
             CommandError::MailSyntax => Reply::new(501, "5.5.4", "Syntax: MAIL FROM:<address>"),
             CommandError::BadSender => Reply::new(501, "5.1.7", "Bad sender address syntax"),
             CommandError::RcptSyntax => Reply::new(501, "5.5.4", "Syntax: RCPT TO:<address>"),
-            CommandError::BadRecipient => {
-                Reply::new(501, "5.1.3", "Bad recipient address syntax")
-            }
+            CommandError::BadRecipient => Reply::new(501, "5.1.3", "Bad recipient address syntax"),
             CommandError::AuthMechanism => Reply::new(501, "5.5.4", "Syntax: AUTH mechanism"),
             CommandError::AuthArguments => {
                 Reply::new(501, "5.5.4", "Syntax: AUTH mechanism [response]")
@@ -220,24 +218,20 @@ pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
             })
         }
         "MAIL" => {
-            let arg = strip_prefix_ci(rest, "FROM:")
-                .ok_or(CommandError::MailSyntax)?;
-            let (path, params) = split_path(arg.trim_start())
-                .ok_or(CommandError::BadSender)?;
+            let arg = strip_prefix_ci(rest, "FROM:").ok_or(CommandError::MailSyntax)?;
+            let (path, params) = split_path(arg.trim_start()).ok_or(CommandError::BadSender)?;
             if path.is_empty() {
                 return Ok(Command::Mail(None, params));
             }
-            let mailbox = Mailbox::parse(strip_source_route(path))
-                .ok_or(CommandError::BadSender)?;
+            let mailbox =
+                Mailbox::parse(strip_source_route(path)).ok_or(CommandError::BadSender)?;
             Ok(Command::Mail(Some(mailbox), params))
         }
         "RCPT" => {
-            let arg = strip_prefix_ci(rest, "TO:")
-                .ok_or(CommandError::RcptSyntax)?;
-            let (path, params) = split_path(arg.trim_start())
-                .ok_or(CommandError::BadRecipient)?;
-            let mailbox = Mailbox::parse(strip_source_route(path))
-                .ok_or(CommandError::BadRecipient)?;
+            let arg = strip_prefix_ci(rest, "TO:").ok_or(CommandError::RcptSyntax)?;
+            let (path, params) = split_path(arg.trim_start()).ok_or(CommandError::BadRecipient)?;
+            let mailbox =
+                Mailbox::parse(strip_source_route(path)).ok_or(CommandError::BadRecipient)?;
             Ok(Command::Rcpt(mailbox, params))
         }
         "DATA" => no_args(Command::Data),
@@ -367,7 +361,10 @@ mod tests {
             parse(b"RCPT TO:<nobody>").unwrap_err().reply().enhanced(),
             Some("5.1.3")
         );
-        assert_eq!(parse(b"RCPT TO:<>").unwrap_err().reply().enhanced(), Some("5.1.3"));
+        assert_eq!(
+            parse(b"RCPT TO:<>").unwrap_err().reply().enhanced(),
+            Some("5.1.3")
+        );
         assert_eq!(parse(b"MAIL FROM:<a@b>x").unwrap_err().reply().code, 501);
     }
 

@@ -49,6 +49,7 @@ pub fn shell_settings(s: &crate::config::Server) -> Settings {
         max_message_size: s.max_message_size,
         max_header_size: s.max_header_size,
         command_timeout: s.command_timeout,
+        command_timeout_is_idle: false,
         data_timeout: s.data_timeout,
         data_total_timeout: Some(s.data_total_timeout),
         session_timeout: Some(s.session_timeout),

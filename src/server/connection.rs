@@ -18,7 +18,8 @@
 //!   the handler starts again from the greeting state on the TLS stream; the handshake has
 //!   its own deadline.
 //! - **Time**: a command must be complete within `command_timeout` of the moment we started
-//!   waiting for it (partial bytes do not extend it), each DATA read within `data_timeout`,
+//!   waiting for it (partial bytes do not extend it, unless the protocol asks for an idle
+//!   timeout instead: `command_timeout_is_idle`), each DATA read within `data_timeout`,
 //!   the whole DATA phase within `data_total_timeout`, and the connection within
 //!   `session_timeout` — so a client sending one byte a second cannot hold a slot forever.
 //!   Every write has `write_timeout`.
@@ -298,7 +299,12 @@ impl<H: Handler> Conn<H> {
             let in_tx = self.handler.in_transaction();
             let watch_shutdown = (!in_tx).then_some(&mut self.shutdown);
             match read_some(&mut stream, &mut chunk, deadline, watch_shutdown).await {
-                Read::Data(n) => buf.extend_from_slice(&chunk[..n]),
+                Read::Data(n) => {
+                    buf.extend_from_slice(&chunk[..n]);
+                    if s.command_timeout_is_idle {
+                        command_deadline = None;
+                    }
+                }
                 Read::Eof => return End::Closed,
                 Read::Timeout => {
                     tracing::info!(conn = conn_id, client = %peer, "command timeout; closing");

@@ -71,6 +71,10 @@ pub struct Settings {
     pub max_header_size: usize,
     /// A command must be complete within this time of the moment the shell began waiting.
     pub command_timeout: Duration,
+    /// When true, `command_timeout` is an idle timeout instead: any bytes received restart it
+    /// (SES's `Timeout waiting for data from client`, in the simulator). The relay keeps it
+    /// false so a client dribbling a byte at a time cannot hold a slot.
+    pub command_timeout_is_idle: bool,
     /// Each read during DATA.
     pub data_timeout: Duration,
     /// The whole DATA phase (`None`: only `data_timeout` per read applies).
@@ -99,6 +103,7 @@ impl Settings {
             max_message_size: 40 * 1024 * 1024,
             max_header_size: 1024 * 1024,
             command_timeout: Duration::from_secs(300),
+            command_timeout_is_idle: false,
             data_timeout: Duration::from_secs(300),
             data_total_timeout: None,
             session_timeout: None,
@@ -362,3 +367,6 @@ pub fn spawn<P: Protocol>(listeners: Vec<Listener>, protocol: Arc<P>) -> Handle 
         task: Some(task),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -407,8 +407,8 @@ fn drop_stage_of(verb: &str) -> Option<DropStage> {
 }
 
 /// The shell's settings for the simulator. SES differences from the relay, on purpose: no
-/// per-IP limit, no pregreet delay, one idle timeout for commands and for each DATA read (no
-/// total DATA or session limit), 2048-octet command lines (AUTH PLAIN initial responses),
+/// per-IP limit, no pregreet delay, one idle timeout (restarted by any input) for commands and
+/// for each DATA read (no total DATA or session limit), 2048-octet command lines (AUTH PLAIN initial responses),
 /// bare CR/LF always refused, and the injected reply latency.
 fn shell_settings(s: &SimSettings, acceptor: TlsAcceptor) -> server::Settings {
     server::Settings {
@@ -425,6 +425,7 @@ fn shell_settings(s: &SimSettings, acceptor: TlsAcceptor) -> server::Settings {
         max_message_size: s.max_message_size,
         max_header_size: s.max_message_size,
         command_timeout: s.idle_timeout,
+        command_timeout_is_idle: true,
         data_timeout: s.idle_timeout,
         data_total_timeout: None,
         session_timeout: None,

@@ -3,10 +3,11 @@
 //! Implements the SES dialogue of ses-smtp.md §3 and §8 items 2–6 and 9: the banner, the EHLO
 //! list (STARTTLS only before TLS; `AUTH PLAIN LOGIN`; `250 Ok` last), `530 Must issue a
 //! STARTTLS command first` before TLS, `530 Authentication required` before AUTH, AUTH PLAIN and
-//! LOGIN checked against the SigV4 SMTP password of the simulator's region (constant time; a
-//! SigV2 password gets the deprecation 535), SES's `501`/`553` address replies, and the
-//! per-session message cap. End-of-data checks live in [`super::rules`]; the socket, TLS and
-//! timers live in [`super::server`].
+//! LOGIN (the shared `smtp::sasl` exchange, every malformed response worded as SES's `535`)
+//! checked against the SigV4 SMTP password of the simulator's region (constant time; a SigV2
+//! password gets the deprecation 535), SES's `501`/`553` address replies, and the per-session
+//! message cap. End-of-data checks live in [`super::rules`]; [`super::server`] runs this
+//! session on the shared server shell (`crate::server`: socket, TLS, timers).
 
 use rand::Rng;
 

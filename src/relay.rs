@@ -5,6 +5,8 @@
 //! Fail closed: any failure to sign is a 451 and nothing is sent. The client only ever gets
 //! a 250 when the upstream said 250, and then it gets the upstream's own text (SES message id).
 
+pub mod protocol;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;

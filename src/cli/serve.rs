@@ -60,7 +60,7 @@ async fn run(path: &Path, mut snapshot: config::Snapshot) -> ExitCode {
             }
         }
     };
-    let listeners = match crate::server::bind_all(&snapshot.server).await {
+    let listeners = match crate::relay::protocol::bind_all(&snapshot.server).await {
         Ok(l) => l,
         Err(e) => {
             eprintln!("error: {e}");
@@ -81,8 +81,13 @@ async fn run(path: &Path, mut snapshot: config::Snapshot) -> ExitCode {
     let relay = Relay::new(None);
     spawn_reload_on_sighup(live.clone());
     let watcher = config::watch::spawn(live.clone());
-    let stopped =
-        crate::server::run_listeners(listeners, live, Arc::clone(&relay), shutdown_signal()).await;
+    let stopped = crate::relay::protocol::run_listeners(
+        listeners,
+        live,
+        Arc::clone(&relay),
+        shutdown_signal(),
+    )
+    .await;
     watcher.abort();
     if stopped.aborted > 0 {
         tracing::warn!(aborted = stopped.aborted, "stopped with connections cut");

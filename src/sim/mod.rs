@@ -6,7 +6,8 @@
 //! - [`rules`]: the end-of-data checks in SES's order, rate/quota state and fault injection;
 //! - [`deliver`]: the delivered form (SES header rewrites, `d=amazonses.com` signature);
 //! - [`outbox`]: `<id>.eml` + `<id>.json` per accepted message, listing and formatting;
-//! - [`server`]: listeners, TLS, timers; `start`, `start_embedded`, `run_standalone`.
+//! - [`server`]: the simulator as a protocol of the shared server shell (`crate::server`);
+//!   `start`, `start_embedded`, `run_standalone`.
 
 pub mod config;
 pub mod deliver;

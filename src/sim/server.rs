@@ -1,34 +1,37 @@
-//! The simulator's network shell: listeners (STARTTLS and implicit TLS), the connection limit,
-//! real TLS via tokio-rustls, timers, and the end-of-data pipeline (rules → delivered form →
-//! verdict → outbox). The protocol itself is in [`super::session`] and [`super::rules`].
+//! The simulator as a protocol of the one server shell (`crate::server`): its shell settings
+//! (from `SimSettings`), its handler (the SES session of [`super::session`] plus fault
+//! injection), the end-of-data pipeline (rules → delivered form → verdict → outbox), and the
+//! start functions (`start`, `start_embedded`, `run_standalone`). Listeners, TLS, timers,
+//! framing and the drain are the shell's, shared with the relay.
 //!
-//! SES rules applied here (ses-smtp.md §1, §3, §8): `421 Too many concurrent SMTP connections`
-//! over the limit; input pipelined behind STARTTLS is discarded before the handshake; after
-//! the idle timeout (10 s by default) the server sends `451 4.4.2 Timeout waiting for data from
-//! client.` unprompted and closes. Every network wait has a timeout. Secrets are never logged.
+//! SES rules worded here (ses-smtp.md §1, §3, §8): `421 Too many concurrent SMTP connections`
+//! over the limit; after the idle timeout (10 s by default) the server sends `451 4.4.2 Timeout
+//! waiting for data from client.` unprompted and closes; the empty AUTH challenge is `334 `
+//! with its space. The shell discards input pipelined behind STARTTLS before the handshake.
+//! Where SES differs from the relay on purpose, it is a setting (see `shell_settings`): one idle
+//! timeout per read instead of command/DATA/session budgets, no per-IP limit, no pregreet
+//! delay, injected reply latency; and a notice: at shutdown an idle session closes silently.
+//! Secrets are never logged.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
 use rand::Rng;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use super::config::{Account, DropStage, SimSettings, TlsSource};
 use super::deliver::{self, SesKey};
 use super::outbox::{self, SimOutcome};
 use super::rules::{self, AccountState, Decision};
-use super::session::{self, Action, Policy, Session, Transaction};
+use super::session::{self, Policy, Session, Transaction};
 use super::verdict::{self, DnsView};
 use crate::secret::Secret;
-use crate::smtp::codec::{BareNewline, DataReader, LineReader};
+use crate::server::{self, Action, Listener, Mode, Notice, Peer, TlsSettings};
+use crate::smtp::codec::{BareNewline, DataError, LineError};
 use crate::smtp::reply::Reply;
 
 /// Longest command line accepted (AUTH PLAIN initial responses included).
@@ -68,10 +71,8 @@ struct Shared {
     state: AccountState,
     key: SesKey,
     dns: DnsView,
-    acceptor: TlsAcceptor,
-    connections: AtomicUsize,
-    /// Turns true at shutdown: idle sessions close at once instead of waiting for input.
-    stopping: watch::Receiver<bool>,
+    /// The shell's settings, built once from `settings`.
+    shell: Arc<server::Settings>,
 }
 
 /// A started simulator. Dropping it stops the listeners; [`RunningSim::shutdown`] also waits
@@ -87,8 +88,7 @@ pub struct RunningSim {
     pub region: String,
     /// The TXT record (name, value) publishing the simulator's `d=amazonses.com` DKIM key.
     pub ses_dkim_record: (String, String),
-    stop: watch::Sender<bool>,
-    tasks: JoinSet<()>,
+    server: server::Handle,
 }
 
 impl std::fmt::Debug for RunningSim {
@@ -104,16 +104,7 @@ impl std::fmt::Debug for RunningSim {
 impl RunningSim {
     /// Stops accepting, gives sessions in flight a short grace period, then ends them.
     pub async fn shutdown(mut self) {
-        let _ = self.stop.send(true);
-        let tasks = std::mem::take(&mut self.tasks);
-        let _ = tokio::time::timeout(SHUTDOWN_GRACE * 2, tasks.join_all()).await;
-    }
-}
-
-impl Drop for RunningSim {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-        self.tasks.abort_all();
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE * 2, self.server.shutdown()).await;
     }
 }
 
@@ -252,27 +243,25 @@ pub async fn start(
         None => (None, None),
     };
 
-    let (stop, stop_rx) = watch::channel(false);
+    let shell = Arc::new(shell_settings(&settings, TlsAcceptor::from(server_config)));
     let shared = Arc::new(Shared {
-        stopping: stop_rx.clone(),
         policy: Policy::from_settings(&settings),
         state: AccountState::new(&settings),
         key,
         dns: view,
-        acceptor: TlsAcceptor::from(server_config),
-        connections: AtomicUsize::new(0),
+        shell,
         settings,
     });
-    let mut tasks = JoinSet::new();
-    tasks.spawn(accept_loop(
-        starttls,
-        shared.clone(),
-        false,
-        stop_rx.clone(),
-    ));
+    let mut listeners = vec![Listener::new(starttls, Mode::Plain)];
     if let Some(l) = implicit {
-        tasks.spawn(accept_loop(l, shared.clone(), true, stop_rx));
+        listeners.push(Listener::new(l, Mode::ImplicitTls));
     }
+    let server = server::spawn(
+        listeners,
+        Arc::new(SimProtocol {
+            shared: Arc::clone(&shared),
+        }),
+    );
     tracing::info!(
         %starttls_addr,
         implicit = ?implicit_addr,
@@ -288,8 +277,7 @@ pub async fn start(
         outbox: shared.settings.outbox.clone(),
         region: shared.settings.region.clone(),
         ses_dkim_record,
-        stop,
-        tasks,
+        server,
     })
 }
 
@@ -406,148 +394,6 @@ pub fn outbox_show_cli(dir: &Path, id: &str, json: bool) -> anyhow::Result<Strin
     })
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    implicit: bool,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut sessions = JoinSet::new();
-    loop {
-        tokio::select! {
-            r = listener.accept() => match r {
-                Ok((sock, peer)) => {
-                    sessions.spawn(connection(sock, peer, shared.clone(), implicit));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            _ = stop.changed() => break,
-            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
-        }
-    }
-    drop(listener);
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        while sessions.join_next().await.is_some() {}
-    })
-    .await;
-    sessions.abort_all();
-}
-
-/// Decrements the connection count however the session ends.
-struct Slot<'a>(&'a AtomicUsize);
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-async fn connection(sock: TcpStream, peer: SocketAddr, shared: Arc<Shared>, implicit: bool) {
-    let _ = sock.set_nodelay(true);
-    let count = shared.connections.fetch_add(1, Ordering::SeqCst) + 1;
-    let _slot = Slot(&shared.connections);
-    let faults = &shared.settings.faults;
-    if count > shared.settings.max_connections {
-        let mut sock = sock;
-        let _ = send(&mut sock, &session::too_many_connections(), faults.latency).await;
-        let _ = tokio::time::timeout(WRITE_TIMEOUT, sock.shutdown()).await;
-        return;
-    }
-    if faults.drop_at == Some(DropStage::Connect) {
-        return;
-    }
-    let mut session = Session::new(shared.policy.clone(), implicit);
-    if implicit {
-        let Some(tls) = handshake(&shared, sock, peer).await else {
-            return;
-        };
-        run(tls, &mut session, &shared, peer, true).await;
-        return;
-    }
-    match run(sock, &mut session, &shared, peer, true).await {
-        End::Closed => {}
-        End::StartTls(sock) => {
-            let Some(tls) = handshake(&shared, sock, peer).await else {
-                return;
-            };
-            session.tls_started();
-            run(tls, &mut session, &shared, peer, false).await;
-        }
-    }
-}
-
-async fn handshake(
-    shared: &Shared,
-    sock: TcpStream,
-    peer: SocketAddr,
-) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, shared.acceptor.accept(sock)).await {
-        Ok(Ok(s)) => Some(s),
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-            None
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "TLS handshake timed out");
-            None
-        }
-    }
-}
-
-enum End<S> {
-    Closed,
-    StartTls(S),
-}
-
-async fn send<S: AsyncWrite + Unpin>(
-    stream: &mut S,
-    reply: &Reply,
-    latency: Duration,
-) -> std::io::Result<()> {
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
-    let bytes = session::wire(reply);
-    match tokio::time::timeout(WRITE_TIMEOUT, async {
-        stream.write_all(&bytes).await?;
-        stream.flush().await
-    })
-    .await
-    {
-        Ok(r) => r,
-        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
-    }
-}
-
-enum Read {
-    Data,
-    Eof,
-    Idle,
-}
-
-async fn read_more<S: AsyncRead + Unpin>(
-    stream: &mut S,
-    buf: &mut Vec<u8>,
-    idle: Duration,
-    stopping: &mut watch::Receiver<bool>,
-) -> Read {
-    let mut chunk = [0u8; 16 * 1024];
-    tokio::select! {
-        r = tokio::time::timeout(idle, stream.read(&mut chunk)) => match r {
-            Ok(Ok(0)) | Ok(Err(_)) => Read::Eof,
-            Ok(Ok(n)) => {
-                buf.extend_from_slice(&chunk[..n]);
-                Read::Data
-            }
-            Err(_) => Read::Idle,
-        },
-        // Shutting down: a session waiting for input has nothing in flight.
-        _ = stopping.wait_for(|v| *v) => Read::Eof,
-    }
-}
-
 fn drop_stage_of(verb: &str) -> Option<DropStage> {
     Some(match verb {
         "EHLO" | "HELO" => DropStage::Ehlo,
@@ -560,124 +406,146 @@ fn drop_stage_of(verb: &str) -> Option<DropStage> {
     })
 }
 
-/// Drives one leg of a session (plaintext or TLS) until it closes or upgrades.
-async fn run<S: AsyncRead + AsyncWrite + Unpin>(
-    mut stream: S,
-    session: &mut Session,
-    shared: &Shared,
-    peer: SocketAddr,
-    greet: bool,
-) -> End<S> {
-    let settings = &shared.settings;
-    let latency = settings.faults.latency;
-    let idle = settings.idle_timeout;
-    if greet
-        && send(&mut stream, &session::banner(), latency)
-            .await
-            .is_err()
-    {
-        return End::Closed;
+/// The shell's settings for the simulator. SES differences from the relay, on purpose: no
+/// per-IP limit, no pregreet delay, one idle timeout (restarted by any input) for commands and
+/// for each DATA read (no total DATA or session limit), 2048-octet command lines (AUTH PLAIN initial responses),
+/// bare CR/LF always refused, and the injected reply latency.
+fn shell_settings(s: &SimSettings, acceptor: TlsAcceptor) -> server::Settings {
+    server::Settings {
+        hostname: session::SES_HOST.to_string(),
+        max_connections: s.max_connections,
+        max_connections_per_ip: usize::MAX,
+        tls: Some(TlsSettings {
+            acceptor,
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+        }),
+        greeting_delay: Duration::ZERO,
+        max_command_line: MAX_COMMAND_LINE,
+        bare_newline: BareNewline::Reject,
+        max_message_size: s.max_message_size,
+        max_header_size: s.max_message_size,
+        command_timeout: s.idle_timeout,
+        command_timeout_is_idle: true,
+        data_timeout: s.idle_timeout,
+        data_total_timeout: None,
+        session_timeout: None,
+        write_timeout: WRITE_TIMEOUT,
+        reply_delay: s.faults.latency,
+        shutdown_grace: SHUTDOWN_GRACE,
     }
-    let mut stopping = shared.stopping.clone();
-    let mut buf: Vec<u8> = Vec::new();
-    let mut lines = LineReader::new(MAX_COMMAND_LINE, BareNewline::Reject);
-    loop {
-        while let Some(next) = lines.next_line(&mut buf) {
-            let action = match next {
-                Ok(line) => {
-                    if !session.in_auth()
-                        && let Some(stage) = drop_stage_of(&session::verb(&line))
-                        && settings.faults.drop_at == Some(stage)
-                    {
-                        tracing::debug!(%peer, ?stage, "fault injection: dropping connection");
-                        return End::Closed;
-                    }
-                    session.on_line(&line)
-                }
-                Err(e) => session.on_line_error(e),
-            };
-            match action {
-                Action::Reply(r) => {
-                    if send(&mut stream, &r, latency).await.is_err() {
-                        return End::Closed;
-                    }
-                }
-                Action::Close(r) => {
-                    let _ = send(&mut stream, &r, latency).await;
-                    let _ = tokio::time::timeout(WRITE_TIMEOUT, stream.shutdown()).await;
-                    return End::Closed;
-                }
-                Action::StartTls(r) => {
-                    if send(&mut stream, &r, latency).await.is_err() {
-                        return End::Closed;
-                    }
-                    // RFC 3207 §4.2 / SMTP smuggling: nothing sent before the handshake counts.
-                    return End::StartTls(stream);
-                }
-                Action::Data(r) => {
-                    if send(&mut stream, &r, latency).await.is_err() {
-                        return End::Closed;
-                    }
-                    let mut reader = DataReader::new(
-                        BareNewline::Reject,
-                        settings.max_message_size,
-                        settings.max_message_size,
-                    );
-                    loop {
-                        let (used, done) = reader.feed(&buf);
-                        buf.drain(..used);
-                        if done {
-                            break;
-                        }
-                        match read_more(&mut stream, &mut buf, idle, &mut stopping).await {
-                            Read::Data => {}
-                            Read::Eof => return End::Closed,
-                            Read::Idle => {
-                                let _ = send(&mut stream, &session::idle_timeout(), latency).await;
-                                return End::Closed;
-                            }
-                        }
-                    }
-                    let size = reader.size();
-                    let data = reader.finish();
-                    let tx = session.end_of_data();
-                    if settings.faults.drop_at == Some(DropStage::Eod) {
-                        return End::Closed;
-                    }
-                    let reply = match rules::decide(settings, &shared.state, &tx, data, size) {
-                        Decision::Drop => return End::Closed,
-                        Decision::Reject(r) => {
-                            tracing::info!(%peer, reply = %r.one_line(), "message refused");
-                            r
-                        }
-                        Decision::Accept(message) => {
-                            match accept(shared, peer, &tx, message).await {
-                                Ok(id) => {
-                                    session.accepted();
-                                    Reply::plain(250, format!("Ok {id}"))
-                                }
-                                Err(e) => {
-                                    tracing::warn!(%peer, error = %e, "cannot store message");
-                                    Reply::plain(451, "Temporary service failure")
-                                }
-                            }
-                        }
-                    };
-                    if send(&mut stream, &reply, latency).await.is_err() {
-                        return End::Closed;
-                    }
-                }
-            }
+}
+
+/// The simulator as a protocol of the server shell.
+struct SimProtocol {
+    shared: Arc<Shared>,
+}
+
+impl server::Protocol for SimProtocol {
+    type Handler = SimHandler;
+
+    fn settings(&self) -> Arc<server::Settings> {
+        Arc::clone(&self.shared.shell)
+    }
+
+    fn accept(&self, peer: Peer) -> (Arc<server::Settings>, SimHandler) {
+        let handler = SimHandler {
+            session: Session::new(self.shared.policy.clone(), false),
+            shared: Arc::clone(&self.shared),
+            peer: peer.addr,
+        };
+        (Arc::clone(&self.shared.shell), handler)
+    }
+}
+
+/// One simulator connection: the SES session plus the end-of-data pipeline.
+struct SimHandler {
+    shared: Arc<Shared>,
+    session: Session,
+    peer: SocketAddr,
+}
+
+impl SimHandler {
+    fn faults_drop_at(&self, stage: DropStage) -> bool {
+        self.shared.settings.faults.drop_at == Some(stage)
+    }
+}
+
+impl server::Handler for SimHandler {
+    fn greeting(&mut self) -> Action {
+        if self.faults_drop_at(DropStage::Connect) {
+            return Action::Drop;
         }
-        match read_more(&mut stream, &mut buf, idle, &mut stopping).await {
-            Read::Data => {}
-            Read::Eof => return End::Closed,
-            Read::Idle => {
-                let _ = send(&mut stream, &session::idle_timeout(), latency).await;
-                let _ = tokio::time::timeout(WRITE_TIMEOUT, stream.shutdown()).await;
-                return End::Closed;
+        Action::Reply(session::banner())
+    }
+
+    async fn command(&mut self, line: Result<Vec<u8>, LineError>) -> Action {
+        let action = match line {
+            Ok(line) => {
+                if !self.session.in_auth()
+                    && let Some(stage) = drop_stage_of(&session::verb(&line))
+                    && self.faults_drop_at(stage)
+                {
+                    tracing::debug!(peer = %self.peer, ?stage, "fault injection: dropping connection");
+                    return Action::Drop;
+                }
+                self.session.on_line(&line)
             }
+            Err(e) => self.session.on_line_error(e),
+        };
+        match action {
+            session::Action::Reply(r) => Action::Reply(r),
+            session::Action::Close(r) => Action::Close(r),
+            session::Action::StartTls(r) => Action::StartTls(r),
+            session::Action::Data(r) => Action::StartData(r),
         }
+    }
+
+    async fn data(&mut self, data: Result<Vec<u8>, DataError>, size: usize) -> Action {
+        let tx = self.session.end_of_data();
+        if self.faults_drop_at(DropStage::Eod) {
+            return Action::Drop;
+        }
+        let shared = &self.shared;
+        let peer = self.peer;
+        let reply = match rules::decide(&shared.settings, &shared.state, &tx, data, size) {
+            Decision::Drop => return Action::Drop,
+            Decision::Reject(r) => {
+                tracing::info!(%peer, reply = %r.one_line(), "message refused");
+                r
+            }
+            Decision::Accept(message) => match accept(shared, peer, &tx, message).await {
+                Ok(id) => {
+                    self.session.accepted();
+                    Reply::plain(250, format!("Ok {id}"))
+                }
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "cannot store message");
+                    Reply::plain(451, "Temporary service failure")
+                }
+            },
+        };
+        Action::Reply(reply)
+    }
+
+    fn tls_started(&mut self) {
+        self.session.tls_started();
+    }
+
+    fn in_transaction(&self) -> bool {
+        self.session.in_transaction()
+    }
+
+    fn notice(&mut self, notice: Notice) -> Option<Reply> {
+        match notice {
+            Notice::TooManyConnections => Some(session::too_many_connections()),
+            Notice::CommandTimeout | Notice::DataTimeout => Some(session::idle_timeout()),
+            // SES has no greeting delay; at shutdown an idle session just closes.
+            Notice::Pregreet | Notice::ShuttingDown => None,
+        }
+    }
+
+    fn wire(&self, reply: &Reply) -> Vec<u8> {
+        session::wire(reply)
     }
 }
 

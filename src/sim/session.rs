@@ -3,18 +3,19 @@
 //! Implements the SES dialogue of ses-smtp.md §3 and §8 items 2–6 and 9: the banner, the EHLO
 //! list (STARTTLS only before TLS; `AUTH PLAIN LOGIN`; `250 Ok` last), `530 Must issue a
 //! STARTTLS command first` before TLS, `530 Authentication required` before AUTH, AUTH PLAIN and
-//! LOGIN checked against the SigV4 SMTP password of the simulator's region (constant time; a
-//! SigV2 password gets the deprecation 535), SES's `501`/`553` address replies, and the
-//! per-session message cap. End-of-data checks live in [`super::rules`]; the socket, TLS and
-//! timers live in [`super::server`].
+//! LOGIN (the shared `smtp::sasl` exchange, every malformed response worded as SES's `535`)
+//! checked against the SigV4 SMTP password of the simulator's region (constant time; a SigV2
+//! password gets the deprecation 535), SES's `501`/`553` address replies, and the per-session
+//! message cap. End-of-data checks live in [`super::rules`]; [`super::server`] runs this
+//! session on the shared server shell (`crate::server`: socket, TLS, timers).
 
-use base64::Engine;
 use rand::Rng;
 
 use crate::sesauth;
 use crate::smtp::codec::LineError;
 use crate::smtp::command::{self, Command};
 use crate::smtp::reply::Reply;
+use crate::smtp::sasl::{self, Exchange, Step};
 
 /// The name SES gives itself in every region.
 pub const SES_HOST: &str = "email-smtp.amazonaws.com";
@@ -84,14 +85,6 @@ impl Policy {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum AuthStep {
-    None,
-    Plain,
-    LoginUser,
-    LoginPass(String),
-}
-
 /// Envelope recipients kept per message; SES refuses more than 50 at end of data anyway.
 const MAX_STORED_RCPTS: usize = 1000;
 
@@ -101,7 +94,8 @@ pub struct Session {
     policy: Policy,
     tls: bool,
     user: Option<String>,
-    auth: AuthStep,
+    /// The AUTH exchange waiting for a continuation line, if any.
+    auth: Option<Exchange>,
     mail_from: Option<String>,
     rcpts: Vec<String>,
     messages: u32,
@@ -187,7 +181,7 @@ impl Session {
             policy,
             tls,
             user: None,
-            auth: AuthStep::None,
+            auth: None,
             mail_from: None,
             rcpts: Vec::new(),
             messages: 0,
@@ -203,16 +197,21 @@ impl Session {
         self.user.as_deref()
     }
 
+    /// Whether a transaction is under way (MAIL given, message not yet read).
+    pub fn in_transaction(&self) -> bool {
+        self.mail_from.is_some()
+    }
+
     /// Whether the next line is an AUTH response rather than a command.
     pub fn in_auth(&self) -> bool {
-        self.auth != AuthStep::None
+        self.auth.is_some()
     }
 
     /// The TLS handshake finished: RFC 3207 §4.2, forget everything learnt before it.
     pub fn tls_started(&mut self) {
         self.tls = true;
         self.user = None;
-        self.auth = AuthStep::None;
+        self.auth = None;
         self.reset();
     }
 
@@ -223,7 +222,7 @@ impl Session {
 
     /// A line the codec refused.
     pub fn on_line_error(&mut self, e: LineError) -> Action {
-        self.auth = AuthStep::None;
+        self.auth = None;
         Action::Reply(match e {
             LineError::TooLong => Reply::plain(500, "Line too long"),
             LineError::BareNewline => Reply::plain(500, "Bare CR or LF in command line"),
@@ -266,7 +265,7 @@ impl Session {
         let parsed = command::parse(line);
         let cmd = match parsed {
             Ok(c) => c,
-            Err(reply) => {
+            Err(e) => {
                 let v = verb(line);
                 return Action::Reply(match v.as_str() {
                     "MAIL" => self
@@ -275,7 +274,7 @@ impl Session {
                     "RCPT" => self.gate().unwrap_or_else(|| {
                         Reply::plain(553, format!("<{}> address unknown", written_rcpt(line)))
                     }),
-                    _ => reply,
+                    _ => e.reply(),
                 });
             }
         };
@@ -311,25 +310,9 @@ impl Session {
                 if self.user.is_some() {
                     return Action::Reply(bad_sequence("Already authenticated"));
                 }
-                Action::Reply(match (mechanism.as_str(), initial) {
-                    ("PLAIN", Some(resp)) => self.check_plain(resp.as_bytes()),
-                    ("PLAIN", None) => {
-                        self.auth = AuthStep::Plain;
-                        Reply::plain(334, "")
-                    }
-                    ("LOGIN", Some(user)) => match decode(user.as_bytes()) {
-                        Some(u) => {
-                            self.auth = AuthStep::LoginPass(u);
-                            Reply::plain(334, "UGFzc3dvcmQ6")
-                        }
-                        None => invalid_credentials(),
-                    },
-                    ("LOGIN", None) => {
-                        self.auth = AuthStep::LoginUser;
-                        Reply::plain(334, "VXNlcm5hbWU6")
-                    }
-                    _ => Reply::plain(504, "Unrecognized authentication type"),
-                })
+                let (exchange, step) =
+                    Exchange::start(&mechanism, initial.as_deref().map(str::as_bytes));
+                Action::Reply(self.sasl_step(exchange, step))
             }
             Command::Mail(from, _) => {
                 if let Some(r) = self.gate() {
@@ -390,75 +373,53 @@ impl Session {
     }
 
     fn auth_response(&mut self, line: &[u8]) -> Reply {
-        let step = std::mem::replace(&mut self.auth, AuthStep::None);
-        if line == b"*" {
-            return Reply::plain(501, "Authentication cancelled");
-        }
-        match step {
-            AuthStep::None => invalid_credentials(),
-            AuthStep::Plain => self.check_plain(line),
-            AuthStep::LoginUser => match decode(line) {
-                Some(u) => {
-                    self.auth = AuthStep::LoginPass(u);
-                    Reply::plain(334, "UGFzc3dvcmQ6")
-                }
-                None => invalid_credentials(),
-            },
-            AuthStep::LoginPass(user) => match decode(line) {
-                Some(p) => self.verify(&user, &p),
-                None => invalid_credentials(),
-            },
-        }
-    }
-
-    fn check_plain(&mut self, b64: &[u8]) -> Reply {
-        let raw = if b64 == b"=" {
-            Vec::new()
-        } else {
-            match base64::engine::general_purpose::STANDARD.decode(b64) {
-                Ok(r) => r,
-                Err(_) => return invalid_credentials(),
+        match self.auth.take() {
+            Some(mut exchange) => {
+                let step = exchange.step(line);
+                self.sasl_step(exchange, step)
             }
-        };
-        // authzid NUL authcid NUL passwd
-        let parts: Vec<&[u8]> = raw.split(|&b| b == 0).collect();
-        if parts.len() != 3 {
-            return invalid_credentials();
+            None => invalid_credentials(),
         }
-        let (Ok(user), Ok(pass)) = (std::str::from_utf8(parts[1]), std::str::from_utf8(parts[2]))
-        else {
-            return invalid_credentials();
-        };
-        let (user, pass) = (user.to_string(), pass.to_string());
-        self.verify(&user, &pass)
     }
 
-    fn verify(&mut self, user: &str, pass: &str) -> Reply {
+    /// SES's wording of a SASL step: every malformed response is a plain 535.
+    fn sasl_step(&mut self, exchange: Exchange, step: Step) -> Reply {
+        match step {
+            Step::Challenge(text) => {
+                self.auth = Some(exchange);
+                Reply::plain(334, text)
+            }
+            Step::Done(creds) => self.verify(&creds.username, &creds.password),
+            Step::Cancelled => Reply::plain(501, "Authentication cancelled"),
+            Step::Failed(sasl::SaslError::UnknownMechanism) => {
+                Reply::plain(504, "Unrecognized authentication type")
+            }
+            Step::Failed(_) => invalid_credentials(),
+        }
+    }
+
+    fn verify(&mut self, user: &str, pass: &[u8]) -> Reply {
         let account = self.policy.credentials.iter().find(|(id, _, _)| id == user);
         let Some((id, v4, v2)) = account else {
             // Same work for unknown users, so timing does not reveal which IDs exist.
-            let _ = sesauth::constant_time_eq(pass.as_bytes(), &[0u8; 44]);
+            let _ = sesauth::constant_time_eq(pass, &[0u8; 44]);
             return invalid_credentials();
         };
-        if sesauth::constant_time_eq(pass.as_bytes(), v4.as_bytes()) {
+        if sesauth::constant_time_eq(pass, v4.as_bytes()) {
             self.user = Some(id.clone());
             return Reply::plain(235, "Authentication successful.");
         }
-        if pass.starts_with('A') && sesauth::constant_time_eq(pass.as_bytes(), v2.as_bytes()) {
+        if pass.first() == Some(&b'A') && sesauth::constant_time_eq(pass, v2.as_bytes()) {
             return sigv2_deprecated();
         }
         invalid_credentials()
     }
 }
 
-fn decode(b64: &[u8]) -> Option<String> {
-    let raw = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
-    String::from_utf8(raw).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
 
     fn session() -> Session {
         let policy = Policy {

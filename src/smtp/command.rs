@@ -3,8 +3,69 @@
 //! A command line arrives here without its CRLF and already length-checked by the codec.
 //! Parsing is strict about what matters for mail routing (the reverse-path and forward-paths)
 //! and lenient about case and surrounding spaces, as RFC 5321 §4.1.1 asks.
+//!
+//! Errors are typed ([`CommandError`]); each protocol words its own reply. The RFC 5321 /
+//! RFC 3463 wording the relay sends is [`CommandError::reply`]; the simulator words its own
+//! for a malformed MAIL or RCPT (SES's `501`/`553` address texts).
 
 use super::reply::Reply;
+
+/// Why a command line could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("command line is not valid UTF-8")]
+    NotUtf8,
+    #[error("empty command")]
+    Empty,
+    /// A verb that takes no parameters got some (DATA, RSET, QUIT, STARTTLS).
+    #[error("no parameters allowed")]
+    UnexpectedParameters,
+    /// EHLO or HELO without exactly one hostname; carries the verb.
+    #[error("{0} needs one hostname")]
+    Hello(String),
+    /// MAIL without `FROM:`.
+    #[error("MAIL syntax")]
+    MailSyntax,
+    /// A reverse-path that is not a valid address.
+    #[error("bad sender address")]
+    BadSender,
+    /// RCPT without `TO:`.
+    #[error("RCPT syntax")]
+    RcptSyntax,
+    /// A forward-path that is not a valid address.
+    #[error("bad recipient address")]
+    BadRecipient,
+    /// AUTH without a mechanism.
+    #[error("AUTH without a mechanism")]
+    AuthMechanism,
+    /// AUTH with more than a mechanism and an initial response.
+    #[error("AUTH with too many arguments")]
+    AuthArguments,
+}
+
+impl CommandError {
+    /// The standard reply (RFC 5321 codes, RFC 3463 enhanced codes), as the relay sends it.
+    pub fn reply(&self) -> Reply {
+        match self {
+            CommandError::NotUtf8 => Reply::new(500, "5.5.2", "Command line is not valid UTF-8"),
+            CommandError::Empty => Reply::new(500, "5.5.2", "Empty command"),
+            CommandError::UnexpectedParameters => {
+                Reply::new(501, "5.5.4", "Syntax error: no parameters allowed")
+            }
+            CommandError::Hello(verb) => {
+                Reply::new(501, "5.5.4", format!("Syntax: {verb} hostname"))
+            }
+            CommandError::MailSyntax => Reply::new(501, "5.5.4", "Syntax: MAIL FROM:<address>"),
+            CommandError::BadSender => Reply::new(501, "5.1.7", "Bad sender address syntax"),
+            CommandError::RcptSyntax => Reply::new(501, "5.5.4", "Syntax: RCPT TO:<address>"),
+            CommandError::BadRecipient => Reply::new(501, "5.1.3", "Bad recipient address syntax"),
+            CommandError::AuthMechanism => Reply::new(501, "5.5.4", "Syntax: AUTH mechanism"),
+            CommandError::AuthArguments => {
+                Reply::new(501, "5.5.4", "Syntax: AUTH mechanism [response]")
+            }
+        }
+    }
+}
 
 /// A mailbox from a MAIL or RCPT path: `local@domain`. The local part keeps its quotes if it
 /// had them, so it can be written back unchanged.
@@ -129,10 +190,9 @@ impl Command {
     }
 }
 
-/// Parses one command line. Errors come back as the reply to send.
-pub fn parse(line: &[u8]) -> Result<Command, Reply> {
-    let line = std::str::from_utf8(line)
-        .map_err(|_| Reply::new(500, "5.5.2", "Command line is not valid UTF-8"))?;
+/// Parses one command line.
+pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
+    let line = std::str::from_utf8(line).map_err(|_| CommandError::NotUtf8)?;
     let line = line.trim_end_matches(' ');
     let (verb, rest) = match line.find(' ') {
         Some(i) => (&line[..i], line[i + 1..].trim_start()),
@@ -143,21 +203,13 @@ pub fn parse(line: &[u8]) -> Result<Command, Reply> {
         if rest.is_empty() {
             Ok(cmd)
         } else {
-            Err(Reply::new(
-                501,
-                "5.5.4",
-                "Syntax error: no parameters allowed",
-            ))
+            Err(CommandError::UnexpectedParameters)
         }
     };
     match upper.as_str() {
         "EHLO" | "HELO" => {
             if rest.is_empty() || rest.contains(' ') {
-                return Err(Reply::new(
-                    501,
-                    "5.5.4",
-                    format!("Syntax: {upper} hostname"),
-                ));
+                return Err(CommandError::Hello(upper));
             }
             Ok(if upper == "EHLO" {
                 Command::Ehlo(rest.to_string())
@@ -166,24 +218,20 @@ pub fn parse(line: &[u8]) -> Result<Command, Reply> {
             })
         }
         "MAIL" => {
-            let arg = strip_prefix_ci(rest, "FROM:")
-                .ok_or_else(|| Reply::new(501, "5.5.4", "Syntax: MAIL FROM:<address>"))?;
-            let (path, params) = split_path(arg.trim_start())
-                .ok_or_else(|| Reply::new(501, "5.1.7", "Bad sender address syntax"))?;
+            let arg = strip_prefix_ci(rest, "FROM:").ok_or(CommandError::MailSyntax)?;
+            let (path, params) = split_path(arg.trim_start()).ok_or(CommandError::BadSender)?;
             if path.is_empty() {
                 return Ok(Command::Mail(None, params));
             }
-            let mailbox = Mailbox::parse(strip_source_route(path))
-                .ok_or_else(|| Reply::new(501, "5.1.7", "Bad sender address syntax"))?;
+            let mailbox =
+                Mailbox::parse(strip_source_route(path)).ok_or(CommandError::BadSender)?;
             Ok(Command::Mail(Some(mailbox), params))
         }
         "RCPT" => {
-            let arg = strip_prefix_ci(rest, "TO:")
-                .ok_or_else(|| Reply::new(501, "5.5.4", "Syntax: RCPT TO:<address>"))?;
-            let (path, params) = split_path(arg.trim_start())
-                .ok_or_else(|| Reply::new(501, "5.1.3", "Bad recipient address syntax"))?;
-            let mailbox = Mailbox::parse(strip_source_route(path))
-                .ok_or_else(|| Reply::new(501, "5.1.3", "Bad recipient address syntax"))?;
+            let arg = strip_prefix_ci(rest, "TO:").ok_or(CommandError::RcptSyntax)?;
+            let (path, params) = split_path(arg.trim_start()).ok_or(CommandError::BadRecipient)?;
+            let mailbox =
+                Mailbox::parse(strip_source_route(path)).ok_or(CommandError::BadRecipient)?;
             Ok(Command::Rcpt(mailbox, params))
         }
         "DATA" => no_args(Command::Data),
@@ -198,19 +246,15 @@ pub fn parse(line: &[u8]) -> Result<Command, Reply> {
             let mut parts = rest.split_ascii_whitespace();
             let mechanism = parts
                 .next()
-                .ok_or_else(|| Reply::new(501, "5.5.4", "Syntax: AUTH mechanism"))?
+                .ok_or(CommandError::AuthMechanism)?
                 .to_ascii_uppercase();
             let initial = parts.next().map(str::to_string);
             if parts.next().is_some() {
-                return Err(Reply::new(
-                    501,
-                    "5.5.4",
-                    "Syntax: AUTH mechanism [response]",
-                ));
+                return Err(CommandError::AuthArguments);
             }
             Ok(Command::Auth { mechanism, initial })
         }
-        "" => Err(Reply::new(500, "5.5.2", "Empty command")),
+        "" => Err(CommandError::Empty),
         _ => Ok(Command::Unknown(upper)),
     }
 }
@@ -308,17 +352,20 @@ mod tests {
 
     #[test]
     fn bad_paths_get_specific_codes() {
-        assert_eq!(parse(b"MAIL FROM:a@b").unwrap_err().code, 501);
+        assert_eq!(parse(b"MAIL FROM:a@b").unwrap_err().reply().code, 501);
         assert_eq!(
-            parse(b"MAIL FROM:<a b@c>").unwrap_err().enhanced(),
+            parse(b"MAIL FROM:<a b@c>").unwrap_err().reply().enhanced(),
             Some("5.1.7")
         );
         assert_eq!(
-            parse(b"RCPT TO:<nobody>").unwrap_err().enhanced(),
+            parse(b"RCPT TO:<nobody>").unwrap_err().reply().enhanced(),
             Some("5.1.3")
         );
-        assert_eq!(parse(b"RCPT TO:<>").unwrap_err().enhanced(), Some("5.1.3"));
-        assert_eq!(parse(b"MAIL FROM:<a@b>x").unwrap_err().code, 501);
+        assert_eq!(
+            parse(b"RCPT TO:<>").unwrap_err().reply().enhanced(),
+            Some("5.1.3")
+        );
+        assert_eq!(parse(b"MAIL FROM:<a@b>x").unwrap_err().reply().code, 501);
     }
 
     #[test]

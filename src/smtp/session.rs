@@ -1,56 +1,28 @@
 //! The relay's SMTP session state machine (RFC 5321 §4.1.4 command order), sans I/O.
 //!
-//! Each command line goes in, an [`Action`] comes out; the connection driver performs it
-//! (write, switch to DATA, close). Handlers never write — one place does (see
-//! `server::connection`). Transaction state is reset after RSET, after EHLO/HELO, after
-//! every DATA whatever its outcome, after STARTTLS (RFC 3207 §4.2: back to the greeting, the
-//! client must EHLO again, nothing learnt before TLS is kept) and around AUTH (RFC 4954: AUTH is
-//! refused inside a transaction, and allowed once per session).
+//! Each command line goes in, an [`Action`] comes out; the relay's protocol
+//! (`relay::protocol`) hands it to the server shell, which performs it (write, switch to DATA,
+//! close). Handlers never write — one place does (`server::connection`). Transaction state is
+//! reset after RSET, after EHLO/HELO, after every DATA whatever its outcome, after STARTTLS
+//! (RFC 3207 §4.2: back to the greeting, the client must EHLO again, nothing learnt before TLS
+//! is kept) and around AUTH (RFC 4954: AUTH is refused inside a transaction, and allowed once
+//! per session).
 //!
 //! Who may submit: a client in `allow_networks`, or one that authenticated as a configured
 //! user. AUTH is offered only over TLS (or, when configured, to loopback clients) so a password
-//! never crosses a network in clear. Checking a password is slow on purpose and is done by the
-//! connection driver ([`Action::Authenticate`] → [`Session::auth_result`]), so this state
-//! machine stays free of I/O and of CPU-heavy work.
-
-use base64::Engine;
+//! never crosses a network in clear. The PLAIN/LOGIN exchange is the shared SASL machine
+//! (`smtp::sasl`); this module only words its steps. Checking a password is slow on purpose and
+//! is done by `relay::protocol` ([`Action::Authenticate`] → [`Session::auth_result`]), so this
+//! state machine stays free of I/O and of CPU-heavy work.
 
 use super::codec::{DataError, LineError};
 use super::command::{self, Command, Mailbox};
 use super::reply::Reply;
+use super::sasl::{self, Exchange, SaslError, Step};
 use crate::smtp::envelope::Envelope;
 use crate::users::Submitter;
 
-/// AUTH PLAIN response: base64 of `authzid NUL authcid NUL passwd` (RFC 4616); `=` is empty.
-fn plain(b64: &[u8]) -> Action {
-    let raw = if b64 == b"=" {
-        Vec::new()
-    } else {
-        match base64::engine::general_purpose::STANDARD.decode(b64) {
-            Ok(r) => r,
-            Err(_) => return Action::Reply(Reply::new(501, "5.5.2", "Malformed AUTH response")),
-        }
-    };
-    let parts: Vec<&[u8]> = raw.split(|&b| b == 0).collect();
-    let creds = match parts.as_slice() {
-        [_authz, user, pass] => std::str::from_utf8(user)
-            .ok()
-            .zip(std::str::from_utf8(pass).ok()),
-        _ => None,
-    };
-    match creds {
-        Some((user, password)) => Action::Authenticate(Credentials {
-            user: user.to_string(),
-            password: password.to_string(),
-        }),
-        None => Action::Reply(Reply::new(501, "5.5.2", "Malformed AUTH PLAIN response")),
-    }
-}
-
-fn decode(b64: &[u8]) -> Option<String> {
-    let raw = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
-    String::from_utf8(raw).ok()
-}
+pub use super::sasl::Credentials;
 
 /// What the session needs to know about its limits; copied from the config snapshot taken
 /// when the connection was accepted.
@@ -68,23 +40,6 @@ pub struct Limits {
     pub auth_plaintext: bool,
     /// Failed AUTH attempts before 421 and close.
     pub max_auth_failures: u32,
-}
-
-/// Credentials from AUTH PLAIN or LOGIN, to be checked by the connection driver. The password
-/// is masked in `Debug` so it cannot reach a log line by accident.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
-    pub user: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("user", &self.user)
-            .field("password", &"********")
-            .finish()
-    }
 }
 
 /// What the connection driver must do next.
@@ -129,18 +84,6 @@ enum State {
     Data,
 }
 
-/// Where an AUTH exchange stands (RFC 4954 continuations).
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum AuthStep {
-    None,
-    /// `334 ` sent; the next line is the PLAIN response.
-    Plain,
-    /// `334 VXNlcm5hbWU6` sent; the next line is the user name.
-    LoginUser,
-    /// `334 UGFzc3dvcmQ6` sent; the next line is the password.
-    LoginPass(String),
-}
-
 #[derive(Debug)]
 pub struct Session {
     limits: Limits,
@@ -151,7 +94,8 @@ pub struct Session {
     errors: u32,
     tls: bool,
     user: Option<Submitter>,
-    auth: AuthStep,
+    /// The AUTH exchange waiting for a continuation line (RFC 4954), if any.
+    auth: Option<Exchange>,
     auth_failures: u32,
 }
 
@@ -165,7 +109,7 @@ impl Session {
             errors: 0,
             tls: false,
             user: None,
-            auth: AuthStep::None,
+            auth: None,
             auth_failures: 0,
         }
     }
@@ -177,7 +121,7 @@ impl Session {
         self.state = State::Connected;
         self.envelope = Envelope::default();
         self.user = None;
-        self.auth = AuthStep::None;
+        self.auth = None;
     }
 
     /// Whether TLS is active.
@@ -226,27 +170,36 @@ impl Session {
 
     /// A line sent in answer to a `334` continuation.
     fn auth_response(&mut self, line: Result<Vec<u8>, LineError>) -> Action {
-        let step = std::mem::replace(&mut self.auth, AuthStep::None);
+        let Some(mut exchange) = self.auth.take() else {
+            return Action::Reply(Reply::new(501, "5.5.2", "No AUTH in progress"));
+        };
         let Ok(line) = line else {
             return Action::Reply(Reply::new(501, "5.5.2", "Malformed AUTH response"));
         };
-        if line == b"*" {
-            return Action::Reply(Reply::new(501, "5.7.0", "Authentication cancelled"));
-        }
+        let plain = exchange.waiting_for() == Some("PLAIN");
+        let step = exchange.step(&line);
+        self.sasl_step(exchange, step, plain)
+    }
+
+    /// Words one step of the SASL machine as the relay's reply.
+    /// `plain`: the mechanism is PLAIN (its structural errors are worded apart).
+    fn sasl_step(&mut self, exchange: Exchange, step: Step, plain: bool) -> Action {
         match step {
-            AuthStep::None => Action::Reply(Reply::new(501, "5.5.2", "No AUTH in progress")),
-            AuthStep::Plain => plain(&line),
-            AuthStep::LoginUser => match decode(&line) {
-                Some(u) => {
-                    self.auth = AuthStep::LoginPass(u);
-                    Action::Reply(Reply::plain(334, "UGFzc3dvcmQ6"))
-                }
-                None => Action::Reply(Reply::new(501, "5.5.2", "Malformed AUTH response")),
-            },
-            AuthStep::LoginPass(user) => match decode(&line) {
-                Some(password) => Action::Authenticate(Credentials { user, password }),
-                None => Action::Reply(Reply::new(501, "5.5.2", "Malformed AUTH response")),
-            },
+            Step::Challenge(text) => {
+                self.auth = Some(exchange);
+                Action::Reply(Reply::plain(334, text))
+            }
+            Step::Done(creds) => Action::Authenticate(creds),
+            Step::Cancelled => Action::Reply(Reply::new(501, "5.7.0", "Authentication cancelled")),
+            Step::Failed(SaslError::UnknownMechanism) => Action::Reply(Reply::new(
+                504,
+                "5.5.4",
+                "Unrecognized authentication mechanism (PLAIN and LOGIN are offered)",
+            )),
+            Step::Failed(e) if plain && e.is_plain_structure() => {
+                Action::Reply(Reply::new(501, "5.5.2", "Malformed AUTH PLAIN response"))
+            }
+            Step::Failed(_) => Action::Reply(Reply::new(501, "5.5.2", "Malformed AUTH response")),
         }
     }
 
@@ -278,29 +231,9 @@ impl Session {
                 "AUTH not permitted during a mail transaction",
             ));
         }
-        match (mechanism.to_ascii_uppercase().as_str(), initial) {
-            ("PLAIN", Some(resp)) => plain(resp.as_bytes()),
-            ("PLAIN", None) => {
-                self.auth = AuthStep::Plain;
-                Action::Reply(Reply::plain(334, ""))
-            }
-            ("LOGIN", Some(user)) => match decode(user.as_bytes()) {
-                Some(u) => {
-                    self.auth = AuthStep::LoginPass(u);
-                    Action::Reply(Reply::plain(334, "UGFzc3dvcmQ6"))
-                }
-                None => Action::Reply(Reply::new(501, "5.5.2", "Malformed AUTH response")),
-            },
-            ("LOGIN", None) => {
-                self.auth = AuthStep::LoginUser;
-                Action::Reply(Reply::plain(334, "VXNlcm5hbWU6"))
-            }
-            _ => Action::Reply(Reply::new(
-                504,
-                "5.5.4",
-                "Unrecognized authentication mechanism (PLAIN and LOGIN are offered)",
-            )),
-        }
+        let (exchange, step) = Exchange::start(&mechanism, initial.as_deref().map(str::as_bytes));
+        let plain = mechanism.eq_ignore_ascii_case("PLAIN");
+        self.sasl_step(exchange, step, plain)
     }
 
     pub fn greeting(&self) -> Reply {
@@ -317,7 +250,7 @@ impl Session {
 
     /// Handles one command line (or a framing error in reading it).
     pub fn command(&mut self, line: Result<Vec<u8>, LineError>) -> Action {
-        if self.auth != AuthStep::None {
+        if self.auth.is_some() {
             let action = self.auth_response(line);
             return self.count_errors(action);
         }
@@ -335,7 +268,7 @@ impl Session {
             Err(LineError::Nul) => Action::Reply(Reply::new(500, "5.5.2", "NUL byte in command")),
             Ok(bytes) => match command::parse(&bytes) {
                 Ok(cmd) => self.handle(cmd),
-                Err(reply) => Action::Reply(reply),
+                Err(e) => Action::Reply(e.reply()),
             },
         };
         self.count_errors(action)
@@ -379,7 +312,7 @@ impl Session {
                     caps.push("STARTTLS".into());
                 }
                 if self.auth_offered() && self.user.is_none() {
-                    caps.push("AUTH PLAIN LOGIN".into());
+                    caps.push(format!("AUTH {}", sasl::MECHANISMS));
                 }
                 caps.push("HELP".into());
                 Action::Reply(Reply::multi(250, caps))
@@ -583,195 +516,4 @@ impl Session {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn session() -> Session {
-        Session::new(
-            Limits {
-                hostname: "relay.test".into(),
-                max_message_size: 1000,
-                max_recipients: 2,
-                max_errors: 8,
-                starttls: true,
-                auth_users: true,
-                auth_plaintext: false,
-                max_auth_failures: 2,
-            },
-            true,
-        )
-    }
-
-    fn cmd(s: &mut Session, line: &str) -> Action {
-        s.command(Ok(line.as_bytes().to_vec()))
-    }
-
-    fn code(a: &Action) -> u16 {
-        match a {
-            Action::Reply(r)
-            | Action::StartData(r)
-            | Action::Close(r)
-            | Action::ReplyDiscard(r)
-            | Action::StartTls(r) => r.code,
-            Action::Authenticate(_) => 0,
-        }
-    }
-
-    #[test]
-    fn happy_path() {
-        let mut s = session();
-        assert_eq!(code(&cmd(&mut s, "EHLO c")), 250);
-        assert_eq!(
-            code(&cmd(&mut s, "MAIL FROM:<a@b.c> SIZE=10 BODY=8BITMIME")),
-            250
-        );
-        assert_eq!(code(&cmd(&mut s, "RCPT TO:<x@y.z>")), 250);
-        assert!(matches!(cmd(&mut s, "DATA"), Action::StartData(_)));
-        let t = s
-            .data_finished(Ok(b"From: a@b.c\r\n\r\n".to_vec()))
-            .unwrap();
-        assert_eq!(t.envelope.rcpts.len(), 1);
-        assert!(!s.in_transaction());
-        // A new transaction can start straight away.
-        assert_eq!(code(&cmd(&mut s, "MAIL FROM:<>")), 250);
-    }
-
-    #[test]
-    fn sequence_errors() {
-        let mut s = session();
-        assert_eq!(code(&cmd(&mut s, "MAIL FROM:<a@b.c>")), 503);
-        cmd(&mut s, "HELO c");
-        assert_eq!(code(&cmd(&mut s, "RCPT TO:<x@y.z>")), 503);
-        assert_eq!(code(&cmd(&mut s, "DATA")), 503);
-        cmd(&mut s, "MAIL FROM:<a@b.c>");
-        assert_eq!(code(&cmd(&mut s, "MAIL FROM:<a@b.c>")), 503);
-        assert_eq!(code(&cmd(&mut s, "DATA")), 554);
-    }
-
-    #[test]
-    fn recipient_cap_and_size() {
-        let mut s = session();
-        cmd(&mut s, "EHLO c");
-        assert_eq!(code(&cmd(&mut s, "MAIL FROM:<a@b.c> SIZE=5000")), 552);
-        cmd(&mut s, "MAIL FROM:<a@b.c>");
-        cmd(&mut s, "RCPT TO:<1@y.z>");
-        cmd(&mut s, "RCPT TO:<2@y.z>");
-        match cmd(&mut s, "RCPT TO:<3@y.z>") {
-            Action::Reply(r) => {
-                assert_eq!(r.code, 452);
-                assert_eq!(r.enhanced(), Some("4.5.3"));
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn rset_clears_transaction() {
-        let mut s = session();
-        cmd(&mut s, "EHLO c");
-        cmd(&mut s, "MAIL FROM:<a@b.c>");
-        cmd(&mut s, "RCPT TO:<1@y.z>");
-        assert_eq!(code(&cmd(&mut s, "RSET")), 250);
-        assert!(!s.in_transaction());
-        assert_eq!(code(&cmd(&mut s, "DATA")), 503);
-    }
-
-    #[test]
-    fn failed_data_resets_and_replies() {
-        let mut s = session();
-        cmd(&mut s, "EHLO c");
-        cmd(&mut s, "MAIL FROM:<a@b.c>");
-        cmd(&mut s, "RCPT TO:<1@y.z>");
-        cmd(&mut s, "DATA");
-        let r = s.data_finished(Err(DataError::TooBig)).unwrap_err();
-        assert_eq!((r.code, r.enhanced()), (552, Some("5.3.4")));
-        assert_eq!(code(&cmd(&mut s, "RCPT TO:<1@y.z>")), 503);
-    }
-
-    #[test]
-    fn too_many_errors_closes() {
-        let mut s = session();
-        let mut last = None;
-        for _ in 0..8 {
-            last = Some(cmd(&mut s, "BOGUS"));
-        }
-        assert!(matches!(last, Some(Action::Close(r)) if r.code == 421));
-    }
-
-    #[test]
-    fn clients_outside_allow_networks_cannot_send() {
-        let mut s = Session::new(session().limits, false);
-        cmd(&mut s, "EHLO c");
-        assert_eq!(code(&cmd(&mut s, "MAIL FROM:<a@b.c>")), 530);
-    }
-
-    fn user() -> Submitter {
-        Submitter {
-            user: "app".into(),
-            domains: vec![crate::users::AllowedDomain {
-                name: "b.c".into(),
-                subdomains: false,
-            }],
-        }
-    }
-
-    #[test]
-    fn starttls_resets_to_connected_and_caps_change() {
-        let mut s = session();
-        let caps = format!("{:?}", cmd(&mut s, "EHLO c"));
-        assert!(caps.contains("STARTTLS") && !caps.contains("AUTH"));
-        cmd(&mut s, "MAIL FROM:<a@b.c>");
-        assert!(matches!(cmd(&mut s, "STARTTLS"), Action::StartTls(_)));
-        s.tls_started();
-        assert!(!s.in_transaction());
-        assert_eq!(code(&cmd(&mut s, "MAIL FROM:<a@b.c>")), 503);
-        let caps = format!("{:?}", cmd(&mut s, "EHLO c"));
-        assert!(!caps.contains("STARTTLS") && caps.contains("AUTH PLAIN LOGIN"));
-        assert_eq!(code(&cmd(&mut s, "STARTTLS")), 503);
-    }
-
-    #[test]
-    fn auth_needs_tls_and_is_once_and_outside_transactions() {
-        let mut s = session();
-        cmd(&mut s, "EHLO c");
-        assert_eq!(code(&cmd(&mut s, "AUTH PLAIN AGFwcABwdw==")), 530);
-        s.tls_started();
-        assert_eq!(code(&cmd(&mut s, "AUTH PLAIN AGFwcABwdw==")), 503);
-        cmd(&mut s, "EHLO c");
-        match cmd(&mut s, "AUTH PLAIN AGFwcABwdw==") {
-            Action::Authenticate(c) => {
-                assert_eq!((c.user.as_str(), c.password.as_str()), ("app", "pw"));
-                assert!(!format!("{c:?}").contains("pw\""));
-            }
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(code(&s.auth_result(Some(user()))), 235);
-        assert_eq!(code(&cmd(&mut s, "AUTH LOGIN")), 503);
-        assert_eq!(code(&cmd(&mut s, "MAIL FROM:<x@other.example>")), 550);
-        assert_eq!(code(&cmd(&mut s, "MAIL FROM:<x@b.c>")), 250);
-        assert_eq!(code(&cmd(&mut s, "AUTH LOGIN")), 503);
-    }
-
-    #[test]
-    fn auth_login_continuations_and_failure_cap() {
-        let mut s = Session::new(session().limits, false);
-        s.tls_started();
-        cmd(&mut s, "EHLO c");
-        assert_eq!(code(&cmd(&mut s, "MAIL FROM:<a@b.c>")), 530);
-        assert_eq!(code(&cmd(&mut s, "AUTH LOGIN")), 334);
-        // The continuation line is data, not a command, even if it looks like one.
-        assert_eq!(code(&cmd(&mut s, "YXBw")), 334);
-        assert!(matches!(cmd(&mut s, "cHc="), Action::Authenticate(_)));
-        assert_eq!(code(&s.auth_result(None)), 535);
-        assert_eq!(code(&cmd(&mut s, "AUTH PLAIN")), 334);
-        assert_eq!(code(&cmd(&mut s, "*")), 501);
-        assert!(matches!(s.auth_result(None), Action::Close(r) if r.code == 421));
-    }
-
-    #[test]
-    fn refused_data_discards_pipelined_input() {
-        let mut s = session();
-        cmd(&mut s, "EHLO c");
-        assert!(matches!(cmd(&mut s, "DATA"), Action::ReplyDiscard(_)));
-    }
-}
+mod tests;

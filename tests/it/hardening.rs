@@ -6,6 +6,7 @@
 //! arrives and the connection closes. Every wait on the relay is bounded by [`within`], so a
 //! regression fails instead of hanging.
 
+use crate::support::sim as sim_common;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
@@ -952,4 +953,53 @@ fn hash_password_command_makes_usable_hashes() {
         .output()
         .unwrap();
     assert!(!out.status.success());
+}
+
+/// The relay and the simulator run on one server shell, so its drain is the same for both:
+/// at shutdown the listeners close at once, an idle client gets the protocol's notice (the
+/// relay's `421 4.3.2`; SES just closes) and is disconnected, and a message already in DATA
+/// is received in full and answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_shell_drains_relay_and_simulator_alike() {
+    use dkim_relay::smtp::codec::dot_stuff;
+
+    // The relay.
+    let (upstream, mut relay) = start(|_| {}).await;
+    let mut busy = SmtpClient::connect(relay.addr).await;
+    let mut idle = SmtpClient::connect(relay.addr).await;
+    assert_eq!(busy.cmd("MAIL FROM:<app@example.org>").await.code, 250);
+    assert_eq!(busy.cmd("RCPT TO:<r@example.com>").await.code, 250);
+    assert_eq!(busy.cmd("DATA").await.code, 354);
+    relay.signal_shutdown();
+    let notice = within("idle notice", idle.read_reply())
+        .await
+        .expect("notice");
+    assert_eq!(code(&notice), (421, Some("4.3.2")), "{notice}");
+    assert!(within("idle close", idle.closed()).await);
+    assert!(tokio::net::TcpStream::connect(relay.addr).await.is_err());
+    busy.send_raw(&dot_stuff(&message("app@example.org", "in flight")))
+        .await;
+    let r = within("reply", busy.read_reply()).await.expect("reply");
+    assert_eq!(r.code, 250, "{r}");
+    assert_eq!(within("stop", relay.stopped()).await.aborted, 0);
+    assert_eq!(upstream.received().len(), 1);
+
+    // The simulator.
+    let dir = tempfile::tempdir().unwrap();
+    let sim = sim_common::start(sim_common::settings(dir.path())).await;
+    let addr = sim.starttls_addr;
+    let mut busy = sim_common::Client::ready(&sim).await;
+    let mut idle = sim_common::Client::connect(&sim).await;
+    assert_eq!(idle.reply().await.expect("banner").code, 220);
+    assert_eq!(busy.cmd("MAIL FROM:<app@example.org>").await, "250 Ok\r\n");
+    assert_eq!(busy.cmd("RCPT TO:<u@dest.test>").await, "250 Ok\r\n");
+    assert!(busy.cmd("DATA").await.starts_with("354 "));
+    let stopping = tokio::spawn(sim.shutdown());
+    assert!(within("idle close", idle.closed()).await);
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    busy.write(&dot_stuff(&sim_common::simple_message("app@example.org")))
+        .await;
+    let r = within("reply", busy.reply()).await.expect("reply");
+    assert_eq!(r.code, 250, "{r}");
+    within("stop", stopping).await.unwrap();
 }

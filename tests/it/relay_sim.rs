@@ -47,7 +47,7 @@ async fn staging(extra_domain: &str) -> Staging {
     let relay = Relay::new(Some(endpoint));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        dkim_relay::server::run(listeners, live, Arc::clone(&relay), async {
+        dkim_relay::relay::protocol::run(listeners, live, Arc::clone(&relay), async {
             let _ = rx.await;
         })
         .await;

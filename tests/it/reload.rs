@@ -234,7 +234,7 @@ async fn start_relay(path: &Path, lookup: Option<Arc<StaticLookup>>) -> RunningR
         live = live.with_lookup(l);
     }
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(dkim_relay::server::run(
+    let task = tokio::spawn(dkim_relay::relay::protocol::run(
         listeners,
         live.clone(),
         Relay::new(None),
@@ -842,7 +842,7 @@ async fn reload_that_flips_the_simulator_switch_is_refused_and_mail_still_flows(
     let before = live.snapshot();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     // No endpoint handed to the relay: it connects where the snapshot says.
-    let task = tokio::spawn(dkim_relay::server::run(
+    let task = tokio::spawn(dkim_relay::relay::protocol::run(
         listeners,
         live.clone(),
         Relay::new(None),

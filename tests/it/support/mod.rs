@@ -17,10 +17,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -29,11 +27,12 @@ use tokio_rustls::TlsAcceptor;
 use dkim_relay::config::reload::Live;
 use dkim_relay::dkim::Algorithm;
 use dkim_relay::dkim::keygen::{self, GeneratedKey};
-use dkim_relay::relay::Relay;
+use dkim_relay::relay::{Relay, protocol};
 use dkim_relay::server::{self, Stopped};
 use dkim_relay::sim::verdict::{DkimVerdict, DnsView, verdict};
-use dkim_relay::smtp::codec::{BareNewline, DataReader, LineReader, dot_stuff};
+use dkim_relay::smtp::codec::dot_stuff;
 use dkim_relay::smtp::reply::{Reply, ReplyParser};
+use dkim_relay::smtp::sasl;
 
 // ---------------------------------------------------------------------------------------------
 // PKI
@@ -146,6 +145,8 @@ pub struct Received {
 /// One command line as received, with whether TLS was active at that point.
 #[derive(Debug, Clone)]
 pub struct Command {
+    /// Which connection (0-based, in accept order).
+    #[allow(dead_code)] // shown in assertion messages ({:?}) only
     pub conn: usize,
     pub tls: bool,
     pub line: String,
@@ -198,13 +199,9 @@ pub struct TestUpstream {
     pub ca_pem: String,
     pub options: UpstreamOptions,
     state: Arc<Mutex<UpstreamState>>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for TestUpstream {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    /// Dropping it stops the server.
+    /// Dropping the handle stops the server.
+    _server: server::Handle,
 }
 
 static CAPTURED: AtomicUsize = AtomicUsize::new(0);
@@ -253,35 +250,34 @@ impl TestUpstream {
             finals: options.finals.iter().cloned().collect(),
             ..Default::default()
         }));
-        let task = {
-            let state = Arc::clone(&state);
-            let options = options.clone();
-            tokio::spawn(async move {
-                loop {
-                    let Ok((tcp, _)) = listener.accept().await else {
-                        return;
-                    };
-                    let conn = {
-                        let mut s = state.lock().unwrap();
-                        s.connections += 1;
-                        s.connections - 1
-                    };
-                    let cx = ConnCx {
-                        conn,
-                        state: Arc::clone(&state),
-                        options: options.clone(),
-                        auth_user: None,
-                    };
-                    tokio::spawn(serve_connection(tcp, acceptor.clone(), cx));
-                }
-            })
+        let mode = if options.tls == TlsKind::Implicit {
+            server::Mode::ImplicitTls
+        } else {
+            server::Mode::Plain
         };
+        // The scripted upstream runs on the relay's own server shell, as its own protocol.
+        let mut settings = server::Settings::new("email-smtp.amazonaws.com");
+        settings.tls = Some(server::TlsSettings {
+            acceptor,
+            handshake_timeout: std::time::Duration::from_secs(30),
+        });
+        settings.max_command_line = 8192;
+        settings.max_message_size = 256 * 1024 * 1024;
+        settings.max_header_size = 64 * 1024 * 1024;
+        settings.command_timeout = std::time::Duration::from_secs(3600);
+        settings.data_timeout = std::time::Duration::from_secs(3600);
+        let protocol = Arc::new(Scripted {
+            settings: Arc::new(settings),
+            state: Arc::clone(&state),
+            options: options.clone(),
+        });
+        let task = server::spawn(vec![server::Listener::new(listener, mode)], protocol);
         TestUpstream {
             addr,
             ca_pem: trusted.ca_pem,
             options,
             state,
-            task,
+            _server: task,
         }
     }
 
@@ -302,11 +298,6 @@ impl TestUpstream {
     /// How many connections were accepted.
     pub fn connections(&self) -> usize {
         self.state.lock().unwrap().connections
-    }
-
-    /// Appends a final reply to the script.
-    pub fn push_final(&self, f: Final) {
-        self.state.lock().unwrap().finals.push_back(f);
     }
 
     /// Closes the connection (without a reply) on the next `n` MAIL commands.
@@ -334,296 +325,249 @@ impl TestUpstream {
     }
 }
 
-struct ConnCx {
+/// The scripted upstream as a protocol of `dkim_relay::server`.
+struct Scripted {
+    settings: Arc<server::Settings>,
+    state: Arc<Mutex<UpstreamState>>,
+    options: UpstreamOptions,
+}
+
+impl server::Protocol for Scripted {
+    type Handler = ScriptedConn;
+
+    fn settings(&self) -> Arc<server::Settings> {
+        Arc::clone(&self.settings)
+    }
+
+    fn accept(&self, _peer: server::Peer) -> (Arc<server::Settings>, ScriptedConn) {
+        let conn = {
+            let mut s = self.state.lock().unwrap();
+            s.connections += 1;
+            s.connections - 1
+        };
+        let handler = ScriptedConn {
+            conn,
+            state: Arc::clone(&self.state),
+            options: self.options.clone(),
+            tls: false,
+            auth_user: None,
+            sasl: None,
+            mail_from: None,
+            rcpts: Vec::new(),
+        };
+        (Arc::clone(&self.settings), handler)
+    }
+}
+
+/// One connection to the scripted upstream.
+struct ScriptedConn {
     conn: usize,
     state: Arc<Mutex<UpstreamState>>,
     options: UpstreamOptions,
-    auth_user: Option<String>,
-}
-
-async fn serve_connection(tcp: TcpStream, acceptor: TlsAcceptor, mut cx: ConnCx) {
-    match cx.options.tls {
-        TlsKind::Implicit => {
-            let Ok(tls) = acceptor.accept(tcp).await else {
-                return;
-            };
-            let _ = serve(tls, true, &mut cx).await;
-        }
-        _ => {
-            if let Some(tcp) = serve(tcp, false, &mut cx).await {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let _ = serve(tls, true, &mut cx).await;
-            }
-        }
-    }
-}
-
-struct Wire<S> {
-    stream: S,
-    buf: Vec<u8>,
-    lines: LineReader,
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> Wire<S> {
-    async fn line(&mut self) -> Option<String> {
-        loop {
-            if let Some(l) = self.lines.next_line(&mut self.buf) {
-                return l.ok().map(|b| String::from_utf8_lossy(&b).into_owned());
-            }
-            let mut chunk = [0u8; 8192];
-            match self.stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-    }
-
-    async fn data(&mut self) -> Option<Vec<u8>> {
-        let mut reader = DataReader::new(BareNewline::Reject, 256 * 1024 * 1024, 64 * 1024 * 1024);
-        let (used, mut done) = reader.feed(&self.buf);
-        self.buf.drain(..used);
-        while !done {
-            let mut chunk = [0u8; 16384];
-            let n = match self.stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => n,
-            };
-            let (used, end) = reader.feed(&chunk[..n]);
-            done = end;
-            if end {
-                self.buf.extend_from_slice(&chunk[used..n]);
-            }
-        }
-        reader.finish().ok()
-    }
-
-    async fn reply(&mut self, code: u16, text: &str) -> bool {
-        self.send(&Reply::plain(code, text).to_wire()).await
-    }
-
-    async fn send(&mut self, bytes: &[u8]) -> bool {
-        self.stream.write_all(bytes).await.is_ok() && self.stream.flush().await.is_ok()
-    }
-}
-
-/// Serves one leg of a connection (plaintext or TLS). Returns the plain stream when the client
-/// asked for STARTTLS, to be wrapped and served again.
-async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: S,
     tls: bool,
-    cx: &mut ConnCx,
-) -> Option<S> {
-    let mut w = Wire {
-        stream,
-        buf: Vec::new(),
-        lines: LineReader::new(8192, BareNewline::Reject),
-    };
-    if !tls || cx.options.tls == TlsKind::Implicit {
-        let banner =
-            "email-smtp.amazonaws.com ESMTP SimpleEmailService-d-TESTBANNR A1b2C3d4E5f6G7h8I9j0";
-        if !w.reply(220, banner).await {
-            return None;
+    auth_user: Option<String>,
+    /// An AUTH exchange waiting for a continuation line, and its mechanism.
+    sasl: Option<(sasl::Exchange, String)>,
+    mail_from: Option<String>,
+    rcpts: Vec<String>,
+}
+
+/// `"454 Throttling failure: …"` as a reply.
+fn reply_line(line: &str) -> Reply {
+    let (code, text) = line.split_once(' ').unwrap_or((line, ""));
+    Reply::plain(code.parse().unwrap_or(451), text)
+}
+
+impl ScriptedConn {
+    fn record(&self, line: String) {
+        self.state.lock().unwrap().commands.push(Command {
+            conn: self.conn,
+            tls: self.tls,
+            line,
+        });
+    }
+
+    /// One step of the shared SASL machine, as SES words it.
+    fn sasl_step(&mut self, exchange: sasl::Exchange, mech: String, step: sasl::Step) -> Reply {
+        match step {
+            sasl::Step::Challenge(text) => {
+                self.sasl = Some((exchange, mech));
+                Reply::plain(334, text)
+            }
+            sasl::Step::Done(c)
+                if c.username == self.options.user
+                    && c.password == self.options.password.as_bytes() =>
+            {
+                self.auth_user = Some(c.username);
+                Reply::plain(235, "Authentication successful.")
+            }
+            sasl::Step::Failed(sasl::SaslError::UnknownMechanism) => {
+                Reply::plain(504, "Unrecognized authentication type")
+            }
+            _ => Reply::plain(535, "Authentication Credentials Invalid"),
         }
     }
-    let mut mail_from: Option<String> = None;
-    let mut rcpts: Vec<String> = Vec::new();
-    loop {
-        let line = w.line().await?;
-        cx.state.lock().unwrap().commands.push(Command {
-            conn: cx.conn,
-            tls,
-            line: line.clone(),
-        });
+
+    fn line(&mut self, line: String) -> server::Action {
+        use server::Action;
+        if let Some((mut exchange, mech)) = self.sasl.take() {
+            let step = exchange.step(line.as_bytes());
+            if mech == "PLAIN" {
+                self.record(format!("AUTH-DATA {line}"));
+            } else if !matches!(step, sasl::Step::Challenge(_)) {
+                self.record("AUTH-DATA (login)".into());
+            }
+            return Action::Reply(self.sasl_step(exchange, mech, step));
+        }
+        self.record(line.clone());
         let upper = line.to_ascii_uppercase();
         let verb = upper.split(' ').next().unwrap_or("").to_string();
+        let ok = || Action::Reply(Reply::plain(250, "Ok"));
         match verb.as_str() {
             "EHLO" | "HELO" => {
                 let mut lines = vec!["email-smtp.amazonaws.com".to_string(), "8BITMIME".into()];
-                if !tls && cx.options.tls != TlsKind::NoStartTls {
+                if !self.tls && self.options.tls != TlsKind::NoStartTls {
                     lines.push("STARTTLS".into());
                 }
-                lines.push(format!("AUTH {}", cx.options.auth_mechs));
+                lines.push(format!("AUTH {}", self.options.auth_mechs));
                 lines.push("Ok".into());
-                if !w.send(&Reply::multi(250, lines).to_wire()).await {
-                    return None;
-                }
+                Action::Reply(Reply::multi(250, lines))
             }
             "STARTTLS" => {
-                if tls || cx.options.tls == TlsKind::NoStartTls {
-                    w.reply(502, "5.5.1 Unrecognized command").await;
-                    continue;
+                if self.tls || self.options.tls == TlsKind::NoStartTls {
+                    return Action::Reply(Reply::plain(502, "5.5.1 Unrecognized command"));
                 }
-                let mut ready = Reply::plain(220, "Ready to start TLS").to_wire();
-                if let Some(t) = &cx.options.starttls_trailer {
-                    ready.extend_from_slice(t.as_bytes());
-                }
-                if !w.send(&ready).await {
-                    return None;
-                }
-                return Some(w.stream);
+                Action::StartTls(Reply::plain(220, "Ready to start TLS"))
             }
             "AUTH" => {
-                if !tls {
-                    w.reply(530, "Must issue a STARTTLS command first").await;
-                    continue;
+                if !self.tls {
+                    return Action::Reply(Reply::plain(530, "Must issue a STARTTLS command first"));
                 }
                 let mut parts = line.split_ascii_whitespace().skip(1);
                 let mech = parts.next().unwrap_or("").to_ascii_uppercase();
-                let initial = parts.next().map(str::to_string);
-                let decode = |s: &str| {
-                    B64.decode(s.trim())
-                        .ok()
-                        .map(|b| String::from_utf8_lossy(&b).into_owned())
-                };
-                let creds: Option<(String, String)> = match mech.as_str() {
-                    "PLAIN" => {
-                        let token = match initial {
-                            Some(t) => t,
-                            None => {
-                                w.reply(334, "").await;
-                                let l = w.line().await?;
-                                cx.state.lock().unwrap().commands.push(Command {
-                                    conn: cx.conn,
-                                    tls,
-                                    line: format!("AUTH-DATA {l}"),
-                                });
-                                l
-                            }
-                        };
-                        decode(&token).and_then(|s| {
-                            let mut it = s.split('\0');
-                            let _authz = it.next()?;
-                            let user = it.next()?.to_string();
-                            let pass = it.next()?.to_string();
-                            Some((user, pass))
-                        })
-                    }
-                    "LOGIN" => {
-                        w.reply(334, "VXNlcm5hbWU6").await;
-                        let u = w.line().await?;
-                        w.reply(334, "UGFzc3dvcmQ6").await;
-                        let p = w.line().await?;
-                        cx.state.lock().unwrap().commands.push(Command {
-                            conn: cx.conn,
-                            tls,
-                            line: "AUTH-DATA (login)".into(),
-                        });
-                        match (decode(&u), decode(&p)) {
-                            (Some(u), Some(p)) => Some((u, p)),
-                            _ => None,
-                        }
-                    }
-                    _ => {
-                        w.reply(504, "Unrecognized authentication type").await;
-                        continue;
-                    }
-                };
-                match creds {
-                    Some((u, p)) if u == cx.options.user && p == cx.options.password => {
-                        cx.auth_user = Some(u);
-                        w.reply(235, "Authentication successful.").await;
-                    }
-                    _ => {
-                        w.reply(535, "Authentication Credentials Invalid").await;
-                    }
-                }
+                let initial = parts.next().map(|s| s.trim().as_bytes().to_vec());
+                let (exchange, step) = sasl::Exchange::start(&mech, initial.as_deref());
+                Action::Reply(self.sasl_step(exchange, mech, step))
             }
             "MAIL" => {
-                if !tls {
-                    w.reply(530, "Must issue a STARTTLS command first").await;
-                    continue;
+                if !self.tls {
+                    return Action::Reply(Reply::plain(530, "Must issue a STARTTLS command first"));
                 }
-                if cx.auth_user.is_none() {
-                    w.reply(530, "Authentication required").await;
-                    continue;
+                if self.auth_user.is_none() {
+                    return Action::Reply(Reply::plain(530, "Authentication required"));
                 }
                 let close_with = {
-                    let mut s = cx.state.lock().unwrap();
+                    let mut s = self.state.lock().unwrap();
                     if s.drop_on_mail > 0 {
                         s.drop_on_mail -= 1;
-                        return None;
+                        return Action::Drop;
                     }
                     s.mail_reply_then_close.take()
                 };
                 if let Some(reply) = close_with {
-                    let _ = w.send(format!("{reply}\r\n").as_bytes()).await;
-                    let _ = w.stream.shutdown().await;
-                    return None;
+                    return Action::Close(reply_line(&reply));
                 }
-                mail_from = Some(angle(&line));
-                rcpts.clear();
-                w.reply(250, "Ok").await;
+                self.mail_from = Some(angle(&line));
+                self.rcpts.clear();
+                ok()
             }
             "RCPT" => {
-                rcpts.push(angle(&line));
-                w.reply(250, "Ok").await;
+                self.rcpts.push(angle(&line));
+                ok()
             }
             "DATA" => {
-                if mail_from.is_none() || rcpts.is_empty() {
-                    w.reply(503, "Bad sequence of commands").await;
-                    continue;
+                if self.mail_from.is_none() || self.rcpts.is_empty() {
+                    return Action::Reply(Reply::plain(503, "Bad sequence of commands"));
                 }
-                w.reply(354, "End data with <CR><LF>.<CR><LF>").await;
-                let data = w.data().await?;
-                capture(&data);
-                let fin = cx.state.lock().unwrap().finals.pop_front();
-                let fin = fin.unwrap_or(Final::Ok);
-                let reply = match &fin {
-                    Final::Ok | Final::OkThenClose => format!("250 Ok {}", ses_message_id()),
-                    Final::Reply(r) => r.clone(),
-                    Final::Drop | Final::Silent => String::new(),
-                };
-                cx.state.lock().unwrap().received.push(Received {
-                    conn: cx.conn,
-                    mail_from: mail_from.take().unwrap_or_default(),
-                    rcpts: std::mem::take(&mut rcpts),
-                    data,
-                    tls,
-                    auth_user: cx.auth_user.clone(),
-                    reply: reply.clone(),
-                });
-                match fin {
-                    Final::Drop => return None,
-                    Final::Silent => {
-                        // Hold the connection open until the peer gives up.
-                        let mut sink = [0u8; 1024];
-                        while let Ok(n) = w.stream.read(&mut sink).await {
-                            if n == 0 {
-                                break;
-                            }
-                        }
-                        return None;
-                    }
-                    _ => {
-                        if !w.send(format!("{reply}\r\n").as_bytes()).await {
-                            return None;
-                        }
-                    }
-                }
-                if matches!(fin, Final::OkThenClose) {
-                    let _ = w.stream.shutdown().await;
-                    return None;
-                }
+                Action::StartData(Reply::plain(354, "End data with <CR><LF>.<CR><LF>"))
             }
             "RSET" => {
-                mail_from = None;
-                rcpts.clear();
-                w.reply(250, "Ok").await;
+                self.mail_from = None;
+                self.rcpts.clear();
+                ok()
             }
-            "NOOP" => {
-                w.reply(250, "Ok").await;
-            }
-            "QUIT" => {
-                w.reply(221, "Bye").await;
-                let _ = w.stream.shutdown().await;
-                return None;
-            }
-            _ => {
-                w.reply(500, "Unrecognized command").await;
-            }
+            "NOOP" => ok(),
+            "QUIT" => Action::Close(Reply::plain(221, "Bye")),
+            _ => Action::Reply(Reply::plain(500, "Unrecognized command")),
         }
+    }
+}
+
+impl server::Handler for ScriptedConn {
+    fn greeting(&mut self) -> server::Action {
+        let banner =
+            "email-smtp.amazonaws.com ESMTP SimpleEmailService-d-TESTBANNR A1b2C3d4E5f6G7h8I9j0";
+        server::Action::Reply(Reply::plain(220, banner))
+    }
+
+    async fn command(
+        &mut self,
+        line: Result<Vec<u8>, dkim_relay::smtp::codec::LineError>,
+    ) -> server::Action {
+        match line {
+            Ok(l) => self.line(String::from_utf8_lossy(&l).into_owned()),
+            Err(_) => server::Action::Drop,
+        }
+    }
+
+    async fn data(
+        &mut self,
+        data: Result<Vec<u8>, dkim_relay::smtp::codec::DataError>,
+        _size: usize,
+    ) -> server::Action {
+        let Ok(data) = data else {
+            return server::Action::Drop;
+        };
+        capture(&data);
+        let fin = self.state.lock().unwrap().finals.pop_front();
+        let fin = fin.unwrap_or(Final::Ok);
+        let reply = match &fin {
+            Final::Ok | Final::OkThenClose => format!("250 Ok {}", ses_message_id()),
+            Final::Reply(r) => r.clone(),
+            Final::Drop | Final::Silent => String::new(),
+        };
+        self.state.lock().unwrap().received.push(Received {
+            conn: self.conn,
+            mail_from: self.mail_from.take().unwrap_or_default(),
+            rcpts: std::mem::take(&mut self.rcpts),
+            data,
+            tls: self.tls,
+            auth_user: self.auth_user.clone(),
+            reply: reply.clone(),
+        });
+        match fin {
+            Final::Drop => server::Action::Drop,
+            // Never answer: hold the connection until the peer (or the test) gives up.
+            Final::Silent => std::future::pending().await,
+            Final::OkThenClose => server::Action::Close(reply_line(&reply)),
+            Final::Ok | Final::Reply(_) => server::Action::Reply(reply_line(&reply)),
+        }
+    }
+
+    fn tls_started(&mut self) {
+        self.tls = true;
+    }
+
+    fn in_transaction(&self) -> bool {
+        self.mail_from.is_some()
+    }
+
+    fn notice(&mut self, _notice: server::Notice) -> Option<Reply> {
+        None
+    }
+
+    /// `334` challenges keep SES's trailing space; the STARTTLS `220` carries the scripted
+    /// plaintext trailer in the same packet (the relay must discard it).
+    fn wire(&self, reply: &Reply) -> Vec<u8> {
+        let mut bytes = dkim_relay::sim::session::wire(reply);
+        if reply.code == 220
+            && !self.tls
+            && reply.lines == ["Ready to start TLS"]
+            && let Some(t) = &self.options.starttls_trailer
+        {
+            bytes.extend_from_slice(t.as_bytes());
+        }
+        bytes
     }
 }
 
@@ -807,18 +751,18 @@ impl TestRelay {
                     .join("\n")
             ),
         };
-        let listeners = server::bind_all(&snapshot.server)
+        let listeners = protocol::bind_all(&snapshot.server)
             .await
             .expect("bind relay");
         let addr = listeners[0].tcp.local_addr().expect("relay addr");
         let implicit_addr = listeners
             .iter()
-            .find(|l| l.mode == server::connection::Mode::ImplicitTls)
+            .find(|l| l.mode == server::Mode::ImplicitTls)
             .map(|l| l.tcp.local_addr().expect("implicit addr"));
         let live = Live::new(&config_path, snapshot);
         let relay = Relay::new(None);
         let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(server::run_listeners(
+        let handle = tokio::spawn(protocol::run_listeners(
             listeners,
             live.clone(),
             relay,

@@ -2,7 +2,6 @@
 //! (plain TCP, STARTTLS and implicit TLS via tokio-rustls, trusting the generated CA).
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -215,8 +214,4 @@ pub fn b64(s: &str) -> String {
 pub fn simple_message(from: &str) -> Vec<u8> {
     format!("From: App <{from}>\r\nTo: user@dest.test\r\nSubject: hello\r\n\r\nHello.\r\n")
         .into_bytes()
-}
-
-pub fn arc<T>(t: T) -> Arc<T> {
-    Arc::new(t)
 }

@@ -19,6 +19,7 @@
 //! - [`sesauth`] — SES SMTP password derivation; [`tls`] — certificates and server TLS.
 //! - [`cli`] — the subcommands (thin).
 
+pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod dkim;

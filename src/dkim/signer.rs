@@ -5,6 +5,11 @@
 //! present (SES adds Message-ID and Date, so naming an absent one would break the signature),
 //! and the oversigned ones are named once more than they occur, so a copy added in transit
 //! breaks the signature.
+//!
+//! One buffer per message: the signer hashes the message's slices ([`Message::parts`]: the kept
+//! header spans of the DATA buffer, the added fields, the body span) through mail-auth's
+//! `sign_chained`, and [`with_signatures`] puts the signature fields in front of the field list;
+//! no whole-message copy is made for signing or sending.
 
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dkim::{Canonicalization, DkimSigner};
@@ -53,7 +58,9 @@ pub fn sign(domain: &Domain, message: &Message) -> Result<Vec<Field>, SignError>
     if domain.active.is_empty() {
         return Err(SignError::NoSelector(domain.name.clone()));
     }
-    let bytes = message.to_bytes();
+    // The header section exactly as it will go out, then the separator and body: the same
+    // bytes `to_bytes` would join, hashed in place.
+    let parts = message.parts();
     let headers = header_list(domain, message);
     let mut out = Vec::with_capacity(domain.active.len());
     for key in &domain.active {
@@ -66,7 +73,7 @@ pub fn sign(domain: &Domain, message: &Message) -> Result<Vec<Field>, SignError>
         if let Some(x) = domain.expiration {
             signer = signer.expiration(x);
         }
-        let signature = signer.sign(&bytes).map_err(|e| SignError::Crypto {
+        let signature = signer.sign_chained(parts.iter().copied()).map_err(|e| SignError::Crypto {
             domain: domain.name.clone(),
             selector: key.selector.clone(),
             detail: e.to_string(),
@@ -81,10 +88,9 @@ pub fn sign(domain: &Domain, message: &Message) -> Result<Vec<Field>, SignError>
     Ok(out)
 }
 
-/// The message as it goes upstream: signatures first, then the fields and body.
-pub fn signed_bytes(signatures: Vec<Field>, mut message: Message) -> Vec<u8> {
-    let mut fields = signatures;
-    fields.append(&mut message.fields);
-    message.fields = fields;
-    message.to_bytes()
+/// The message as it goes upstream: signatures first, then the fields and body. Only the
+/// field list changes; the header spans and the body stay where they are.
+pub fn with_signatures(signatures: Vec<Field>, mut message: Message) -> Message {
+    message.fields.splice(0..0, signatures);
+    message
 }

@@ -41,8 +41,10 @@ pub struct Prepared {
 
 /// Applies the relay's rules to one message. An `Err` is the reply the client gets; nothing is
 /// sent upstream then.
-pub fn prepare(snapshot: &Snapshot, envelope: &Envelope, data: &[u8]) -> Result<Prepared, Reply> {
-    let mut message = Message::parse(data).map_err(|e| {
+///
+/// `data` is the DATA buffer; it moves into the [`Message`], which parses it in place.
+pub fn prepare(snapshot: &Snapshot, envelope: &Envelope, data: Vec<u8>) -> Result<Prepared, Reply> {
+    let mut message = Message::from_buffer(data).map_err(|e| {
         Reply::new(
             554,
             "5.6.0",

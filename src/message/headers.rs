@@ -289,7 +289,10 @@ mod tests {
         let kept: Vec<&Field> = m.fields[1..3].iter().collect();
         for f in &kept {
             let p = f.raw.as_ptr() as usize;
-            assert!(p >= start && p + f.raw.len() <= end, "kept field was copied");
+            assert!(
+                p >= start && p + f.raw.len() <= end,
+                "kept field was copied"
+            );
         }
         let expected: &[u8] = b"DKIM-Signature: v=1; new\r\nFrom: a@b\r\nSubject: s\r\n fold\r\n\
                                 X-SES-CONFIGURATION-SET: set\r\n\r\n.body\r\n";

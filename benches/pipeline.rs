@@ -23,7 +23,7 @@ fn message(size: usize) -> Vec<u8> {
     let mut i = 0u32;
     while m.len() < size {
         // Some lines start with a dot, so stuffing has work to do.
-        if i % 16 == 0 {
+        if i.is_multiple_of(16) {
             m.push_str(".dotted line that needs stuffing on the way out\r\n");
         }
         m.push_str("Thank you for your order. This line pads the body to a typical size.\r\n");

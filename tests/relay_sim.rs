@@ -180,7 +180,7 @@ async fn a_large_dotted_message_streams_intact_and_verifies() {
             0 => body.push_str(".a line that starts with a dot\r\n"),
             1 => body.push_str("..two dots\r\n"),
             2 => body.push_str(&"x".repeat(990)),
-            3 => body.push_str("."),
+            3 => body.push('.'),
             _ => body.push_str(&format!("line {i}")),
         }
         body.push_str("\r\n");

@@ -68,7 +68,12 @@ fn bench(c: &mut Criterion) {
             b.iter_batched(
                 || bytes.clone(),
                 |data| {
-                    let prepared = match message::prepare(&snap, &envelope, black_box(data)) {
+                    let prepared = match message::prepare(
+                        snap.upstream.profile,
+                        |d| snap.domain_for(d).cloned(),
+                        &envelope,
+                        black_box(data),
+                    ) {
                         Ok(p) => p,
                         Err(r) => panic!("prepare: {r:?}"),
                     };

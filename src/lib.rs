@@ -7,17 +7,25 @@
 //! [`relay`]: [`message`] (header From → domain, SES header policy, envelope rewrite) →
 //! [`dkim::signer`] → [`upstream`] (pooled, verified TLS, AUTH) → the upstream's reply → client.
 //!
-//! - [`smtp`] — sans-IO protocol core: CRLF-strict framing, commands, replies, session state.
-//! - [`server`] — listener (limits, graceful shutdown) and the connection driver (timeouts).
-//! - [`config`] — TOML → validated, resolved `Snapshot` (keys loaded); atomic reload.
-//! - [`message`] — header section, header From, SES header policy, envelope rewrite.
-//! - [`dkim`] — keys, key generation, the signer.
-//! - [`upstream`] — TLS + AUTH SMTP client and connection pool.
-//! - [`relay`] — the pipeline for one message.
-//! - [`sim`] — the SES SMTP simulator: SES rules and rewrites, outbox, DKIM/SPF/DMARC verdicts.
-//! - [`dns`] — records a sending domain publishes, zone/Route 53/JSON formats.
-//! - [`sesauth`] — SES SMTP password derivation; [`tls`] — certificates and server TLS.
-//! - [`cli`] — the subcommands (thin).
+//! Layers, imports pointing down only (checked by `tests/layering.rs`):
+//!
+//! - assembly: [`cli`] — the subcommands (thin); [`config`] — TOML → validated `Snapshot`
+//!   that builds each module's own settings type; atomic reload that refuses restart-only
+//!   changes; the watcher; every default in [`config::defaults`].
+//! - services: [`server`] — listener (limits, graceful shutdown) and the connection driver
+//!   (timeouts); [`relay`] — the pipeline for one message; [`upstream`] — TLS + AUTH SMTP
+//!   client and pool, its settings in [`upstream::settings`]; [`sim`] — the SES SMTP simulator:
+//!   SES rules and rewrites, outbox, DKIM/SPF/DMARC verdicts; [`doctor`] — DNS diagnosis.
+//! - core: [`smtp`] — sans-IO protocol core: framing, commands, replies, the envelope
+//!   ([`smtp::envelope`]), session state; [`message`] — header section, header From, SES header
+//!   policy, envelope rules and rewrite; [`dkim`] — keys, key generation, the signer, and the
+//!   signing domain with its header policy and the From-domain lookup ([`dkim::domain`]: the
+//!   signed-header defaults live there); [`dns`] — records a sending domain publishes,
+//!   zone/Route 53/JSON formats.
+//! - leaves: [`secret`] — masked secrets; [`domain_name`] — the one domain normaliser and
+//!   parent walk; [`net`] — client networks (the `allow_networks` allow-list) and loopback;
+//!   [`users`] — submission users and their domains; [`sesauth`] — SES SMTP password
+//!   derivation; [`tls`] — certificates and server TLS.
 
 pub mod budget;
 pub mod cli;
@@ -25,9 +33,11 @@ pub mod config;
 pub mod dkim;
 pub mod dns;
 pub mod doctor;
+pub mod domain_name;
 pub mod message;
 pub mod net;
 pub mod relay;
+pub mod secret;
 pub mod server;
 pub mod sesauth;
 pub mod sim;

@@ -1,4 +1,9 @@
-//! Client networks (`allow_networks`): CIDR blocks for IPv4 and IPv6.
+//! Client networks (`allow_networks`): CIDR blocks for IPv4 and IPv6, and the loopback test.
+//!
+//! A leaf: `config` parses the blocks, the server shell asks whether a peer is inside one. An
+//! IPv4 client seen through an IPv6 socket (`::ffff:a.b.c.d`) counts as that IPv4 client
+//! everywhere here, so a dual-stack listener cannot widen `allow_networks` or the loopback-only
+//! plaintext AUTH exception.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -73,6 +78,17 @@ impl FromStr for Network {
 impl fmt::Display for Network {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// Loopback, including an IPv4 loopback client seen through an IPv6 socket.
+pub fn is_loopback(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(|v4| v4.is_loopback())
+            .unwrap_or(v6.is_loopback()),
+        v4 => v4.is_loopback(),
     }
 }
 

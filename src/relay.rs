@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::config::{Endpoint, Snapshot, UpstreamTarget};
+use crate::config::{Endpoint, Snapshot};
 use crate::dkim::signer;
 use crate::message::{self, Envelope};
 use crate::smtp::reply::Reply;
@@ -41,25 +41,26 @@ impl Relay {
 
     /// The pool for this snapshot's upstream, reusing the current one when nothing changed.
     fn pool_for(&self, snapshot: &Snapshot) -> Result<Arc<Pool>, String> {
-        let endpoint = match &snapshot.upstream.target {
-            UpstreamTarget::Remote(e) => e.clone(),
-            UpstreamTarget::Simulator(_) => self
-                .embedded
-                .clone()
-                .ok_or_else(|| "the embedded SES simulator is not running".to_string())?,
-        };
+        // Resolved once, when the relay started (the embedded simulator's endpoint rides in
+        // every snapshot); `embedded` only serves callers that still hand it to `Relay::new`.
+        let endpoint = snapshot
+            .upstream
+            .endpoint
+            .clone()
+            .or_else(|| self.embedded.clone())
+            .ok_or_else(|| "the embedded SES simulator is not running".to_string())?;
         let mut slot = match self.pool.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
         if let Some(pool) = slot.as_ref()
-            && pool.serves(&endpoint, &snapshot.upstream)
+            && pool.serves(&endpoint, &snapshot.upstream.pool)
         {
             return Ok(Arc::clone(pool));
         }
         let pool = Pool::new(
             endpoint,
-            snapshot.upstream.clone(),
+            snapshot.upstream.pool.clone(),
             snapshot.server.hostname.clone(),
         )?;
         *slot = Some(Arc::clone(&pool));
@@ -88,7 +89,12 @@ impl Relay {
         let started = Instant::now();
         let size = data.len();
         let rcpt_count = envelope.rcpts.len();
-        let prepared = match message::prepare(snapshot, &envelope, data) {
+        let prepared = match message::prepare(
+            snapshot.upstream.profile,
+            |d| snapshot.domain_for(d).cloned(),
+            &envelope,
+            data,
+        ) {
             Ok(p) => p,
             Err(reply) => {
                 tracing::info!(

@@ -124,14 +124,12 @@ impl Submitter {
     /// Whether this user may use `domain` (From domain or envelope sender domain). A subdomain
     /// counts only when the configured domain allows subdomains.
     pub fn may_use(&self, domain: &str) -> bool {
-        let d = domain.trim_end_matches('.').to_ascii_lowercase();
-        self.domains.iter().any(|a| {
-            d == a.name
-                || (a.subdomains
-                    && d.len() > a.name.len()
-                    && d.ends_with(&a.name)
-                    && d.as_bytes()[d.len() - a.name.len() - 1] == b'.')
-        })
+        let Some(d) = crate::domain_name::normalize(domain) else {
+            return false;
+        };
+        self.domains
+            .iter()
+            .any(|a| crate::domain_name::covers(&a.name, a.subdomains, &d))
     }
 }
 

@@ -138,7 +138,8 @@ pub fn doctor(path: &Path, nameserver: Option<std::net::SocketAddr>) -> ExitCode
     };
     let region = region_of(&snapshot);
     let checks = rt.block_on(crate::doctor::diagnose(
-        &snapshot,
+        &snapshot.domains,
+        snapshot.reload.key_max_age,
         &region,
         &lookup,
         std::time::SystemTime::now(),
@@ -216,7 +217,7 @@ pub fn hash_password() -> ExitCode {
 /// prints the DNS record and the config lines to add.
 pub fn keygen(domain: &str, selector: &str, algorithm: &str, bits: u32, dir: &Path) -> ExitCode {
     use crate::dkim::{Algorithm, keygen};
-    let Some(domain) = crate::message::address::to_ascii_domain(domain) else {
+    let Some(domain) = crate::domain_name::normalize(domain) else {
         eprintln!("error: --domain: `{domain}` is not a domain name");
         return ExitCode::from(2);
     };
@@ -304,11 +305,11 @@ pub fn records_for(snapshot: &config::Snapshot) -> Vec<crate::dns::Record> {
     let region = region_of(snapshot);
     let mut out = Vec::new();
     for d in snapshot.domains.values() {
-        let selectors = d.selector_infos();
+        let selectors = crate::sim::relay_upstream::selector_infos(d);
         out.extend(crate::dns::domain_records(
             &crate::dns::DomainRecordsInput {
                 domain: d.name.clone(),
-                mail_from: d.mail_from.clone(),
+                mail_from: d.envelope.mail_from.clone(),
                 region: region.clone(),
                 selectors,
                 dmarc: d.dmarc.clone(),

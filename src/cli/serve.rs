@@ -51,7 +51,7 @@ async fn run(path: &Path, mut snapshot: config::Snapshot) -> ExitCode {
     let (embedded, simulator) = match &snapshot.upstream.target {
         UpstreamTarget::Remote(_) => (None, None),
         UpstreamTarget::Simulator(settings) => {
-            match crate::sim::relay_upstream::start(settings, &snapshot).await {
+            match crate::sim::relay_upstream::start(settings, &snapshot.domains).await {
                 Ok((e, sim)) => (Some(e), Some(sim)),
                 Err(e) => {
                     eprintln!("error: cannot start the embedded SES simulator: {e}");
@@ -72,8 +72,13 @@ async fn run(path: &Path, mut snapshot: config::Snapshot) -> ExitCode {
             tracing::info!(address = %a, mode = ?l.mode, domains = snapshot.domains.len(), "dkim-relay listening");
         }
     }
-    let live = Live::new(path, snapshot);
-    let relay = Relay::new(embedded);
+    // The embedded simulator's endpoint is resolved here, once, and kept by `Live` for every
+    // reload (a reload cannot switch the simulator on or off: it needs a restart).
+    let live = match embedded {
+        Some(e) => Live::new(path, snapshot).with_embedded(e),
+        None => Live::new(path, snapshot),
+    };
+    let relay = Relay::new(None);
     spawn_reload_on_sighup(live.clone());
     let watcher = config::watch::spawn(live.clone());
     let stopped =

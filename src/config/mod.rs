@@ -5,13 +5,28 @@
 //! problem before giving up, and each [`Diagnostic`] names the file, line and key. A session
 //! keeps the snapshot it started with; a reload builds a new one and swaps it in only when it is
 //! whole ([`reload`]).
+//!
+//! `config` is the assembly layer: it parses and validates, then BUILDS each lower module's own
+//! settings type — the signing domains ([`crate::dkim::domain`]), the envelope rules and upstream
+//! profile ([`crate::message`]), the endpoint and pool settings ([`crate::upstream::settings`]),
+//! the simulator's ([`crate::sim::config`]) — and hands them down. Nothing below it imports
+//! `config` (checked by `tests/layering.rs`); the types re-exported here are theirs.
+//!
+//! Files: [`raw`] (the TOML shape), `validate` (one file per section; the only place that
+//! reads the files a configuration names), [`defaults`] (every default and bound, checked against
+//! `config.toml.example`), `describe` (`dkim-relay check` output), [`reload`] (the live handle
+//! and atomic swap), [`restart`] (settings a reload refuses), [`watch`] (polls every file read),
+//! and [`publish`] — the `require_published` gate: a newly active selector signs only once DNS
+//! serves its key (the name is historical; read it as "publication check").
 
+pub mod defaults;
+mod describe;
 pub mod publish;
 pub mod raw;
 pub mod reload;
+pub mod restart;
 pub mod watch;
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,10 +34,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::dkim::Algorithm;
-use crate::dkim::key::SelectorKey;
+pub use crate::dkim::domain::{
+    DEFAULT_OVERSIGNED, DEFAULT_SIGNED_HEADERS, Domain, Domains, ses_forbids_signing,
+};
+pub use crate::message::{EnvelopeLocalPart, EnvelopeRules, Profile};
 use crate::net::Network;
+pub use crate::net::is_loopback;
+pub use crate::secret::{Secret, SecretEq};
 use crate::sim::config::SimSettings;
 use crate::smtp::codec::BareNewline;
+pub use crate::upstream::settings::{Endpoint, PoolSettings, TlsMode};
 use raw::RawConfig;
 
 /// How bad a finding is.
@@ -57,21 +78,6 @@ impl fmt::Display for Diagnostic {
         }
         write!(f, ": {}", self.message)
     }
-}
-
-/// Which rules the upstream imposes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Profile {
-    /// Amazon SES: one DKIM-Signature, never sign what SES rewrites.
-    Ses,
-    /// Any smarthost: several selectors may sign.
-    Generic,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsMode {
-    StartTls,
-    Implicit,
 }
 
 /// Listener-side settings.
@@ -112,50 +118,17 @@ pub struct ServerTls {
     pub handshake_timeout: Duration,
 }
 
-/// Loopback, including an IPv4 loopback client seen through an IPv6 socket.
-pub fn is_loopback(ip: std::net::IpAddr) -> bool {
-    match ip {
-        std::net::IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map(|v4| v4.is_loopback())
-            .unwrap_or(v6.is_loopback()),
-        v4 => v4.is_loopback(),
-    }
-}
-
-/// Where the SES SMTP password comes from. The secret itself is read at load time and never
-/// printed ([`Secret`]'s `Debug` and `Display` mask it).
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: String) -> Self {
-        Secret(s)
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"********\"")
-    }
-}
-
 /// A resolved upstream: a real SMTP endpoint, or the embedded simulator.
 #[derive(Debug, Clone)]
 pub struct Upstream {
     pub target: UpstreamTarget,
     pub profile: Profile,
-    pub pool_size: usize,
-    pub max_messages_per_connection: u32,
-    pub max_connection_age: Duration,
-    pub idle_close: Duration,
-    pub connect_timeout: Duration,
-    pub tls_timeout: Duration,
-    pub command_timeout: Duration,
-    pub data_timeout: Duration,
+    /// Pool size, rotation and timeouts, as the upstream module takes them.
+    pub pool: PoolSettings,
+    /// The endpoint the relay connects to: the remote one, or — for the embedded simulator —
+    /// the simulator's own, filled in once when the relay starts it ([`reload::Live::with_embedded`])
+    /// and carried into every reloaded snapshot. `None` only before the simulator listens.
+    pub endpoint: Option<Endpoint>,
     /// Where the credentials came from, for `check` output (never the secret).
     pub credential_source: String,
 }
@@ -167,57 +140,6 @@ pub enum UpstreamTarget {
     Simulator(Box<SimSettings>),
 }
 
-/// A concrete SMTP endpoint with its credentials.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Endpoint {
-    pub host: String,
-    pub port: u16,
-    pub tls: TlsMode,
-    pub ca_file: Option<PathBuf>,
-    /// PEM bytes of extra trust anchors (read at load time, so a reload sees file changes).
-    pub extra_ca_pem: Option<Vec<u8>>,
-    pub username: String,
-    pub password: SecretEq,
-}
-
-/// A secret that compares by value (to reuse the pool when the upstream did not change).
-#[derive(Clone, Debug)]
-pub struct SecretEq(pub Secret);
-impl PartialEq for SecretEq {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.expose() == other.0.expose()
-    }
-}
-
-/// What to put left of the @ of the rewritten envelope sender.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EnvelopeLocalPart {
-    Keep,
-    Fixed(String),
-}
-
-/// One sending domain, fully resolved.
-#[derive(Debug, Clone)]
-pub struct Domain {
-    /// A-label, lower case.
-    pub name: String,
-    pub mail_from: String,
-    pub envelope_local_part: EnvelopeLocalPart,
-    pub null_sender_local_part: String,
-    pub subdomains: bool,
-    pub headers: Vec<String>,
-    pub oversign: Vec<String>,
-    pub configuration_set: Option<String>,
-    pub expiration: Option<u64>,
-    pub dmarc: Option<String>,
-    /// A newly active selector must be published in DNS (and match its key) before it signs.
-    pub require_published: bool,
-    /// Selectors that sign, in order.
-    pub active: Vec<Arc<SelectorKey>>,
-    /// Every configured selector, active or merely published.
-    pub selectors: BTreeMap<String, Arc<SelectorKey>>,
-}
-
 /// A complete, validated configuration. Immutable; replaced whole on reload.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -226,7 +148,11 @@ pub struct Snapshot {
     pub upstream: Upstream,
     pub reload: ReloadSettings,
     pub dns: DnsSettings,
-    pub domains: BTreeMap<String, Arc<Domain>>,
+    pub domains: Domains,
+    /// Every file this snapshot was built from, the configuration file first: key files, the
+    /// listener's certificate and key, the upstream's `ca_file` and `password_file`, the
+    /// simulator's files. The watcher polls exactly these.
+    pub files: Vec<PathBuf>,
     pub warnings: Vec<Diagnostic>,
 }
 
@@ -251,256 +177,10 @@ pub struct DnsSettings {
     pub timeout: Duration,
 }
 
-/// The headers signed by default (when present), and those signed once more than they occur.
-pub const DEFAULT_SIGNED_HEADERS: &[&str] = &[
-    "From",
-    "To",
-    "Cc",
-    "Subject",
-    "Reply-To",
-    "In-Reply-To",
-    "References",
-    "MIME-Version",
-    "Content-Type",
-    "Content-Transfer-Encoding",
-    "List-Unsubscribe",
-    "List-Unsubscribe-Post",
-    "List-Id",
-];
-pub const DEFAULT_OVERSIGNED: &[&str] = &["From", "To", "Cc", "Subject", "Reply-To"];
-
-/// Headers SES replaces or removes: signing them breaks the signature (ses-smtp.md §5.1).
-pub fn ses_forbids_signing(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    matches!(
-        n.as_str(),
-        "message-id" | "date" | "return-path" | "bounces-to" | "dkim-signature"
-    ) || n.starts_with("x-ses-")
-}
-
-impl Domain {
-    /// Every configured selector as the DNS module describes it (for `dns`, the simulator's
-    /// DNS view, and publication checks).
-    pub fn selector_infos(&self) -> Vec<crate::dns::SelectorInfo> {
-        self.selectors
-            .values()
-            .map(|k| crate::dns::SelectorInfo {
-                selector: k.selector.clone(),
-                algorithm: k.algorithm,
-                public_key: k.public_key.clone(),
-                active: self.active.iter().any(|a| a.selector == k.selector),
-            })
-            .collect()
-    }
-}
-
 impl Snapshot {
-    /// The domain entry that signs for a header-From domain (A-label, any case), honouring
-    /// each domain's `subdomains` switch. The most specific configured domain wins.
+    /// The domain entry that signs for a header-From domain ([`Domains::domain_for`]).
     pub fn domain_for(&self, from_domain: &str) -> Option<&Arc<Domain>> {
-        let wanted = from_domain.trim_end_matches('.').to_ascii_lowercase();
-        if let Some(d) = self.domains.get(&wanted) {
-            return Some(d);
-        }
-        let mut rest = wanted.as_str();
-        while let Some((_, parent)) = rest.split_once('.') {
-            if let Some(d) = self.domains.get(parent)
-                && d.subdomains
-            {
-                return Some(d);
-            }
-            rest = parent;
-        }
-        None
-    }
-
-    /// The effective configuration as TOML-like text, secrets masked (`dkim-relay check`).
-    pub fn describe(&self) -> String {
-        let s = &self.server;
-        let mut out = String::new();
-        out.push_str("[server]\n");
-        out.push_str(&format!(
-            "listen = [{}]\n",
-            s.listen
-                .iter()
-                .map(|a| format!("\"{a}\""))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-        out.push_str(&format!("hostname = \"{}\"\n", s.hostname));
-        out.push_str(&format!("max_message_size = {}\n", s.max_message_size));
-        out.push_str(&format!("max_recipients = {}\n", s.max_recipients));
-        out.push_str(&format!("max_header_size = {}\n", s.max_header_size));
-        out.push_str(&format!("max_connections = {}\n", s.max_connections));
-        out.push_str(&format!(
-            "max_connections_per_ip = {}\n",
-            s.max_connections_per_ip
-        ));
-        out.push_str(&format!("max_errors = {}\n", s.max_errors));
-        out.push_str(&format!(
-            "command_timeout_secs = {}\ndata_timeout_secs = {}\nsession_timeout_secs = {}\nshutdown_grace_secs = {}\n",
-            s.command_timeout.as_secs(),
-            s.data_timeout.as_secs(),
-            s.session_timeout.as_secs(),
-            s.shutdown_grace.as_secs()
-        ));
-        out.push_str(&format!(
-            "bare_newline = \"{}\"\n",
-            match s.bare_newline {
-                BareNewline::Reject => "reject",
-                BareNewline::Normalize => "normalize",
-            }
-        ));
-        out.push_str(&format!(
-            "allow_networks = [{}]\n",
-            s.allow_networks
-                .iter()
-                .map(|n| format!("\"{n}\""))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-        out.push_str(&format!(
-            "data_total_timeout_secs = {}\ngreeting_delay_ms = {}\nauth_plaintext_loopback = {}\nauth_failure_delay_ms = {}\nmax_auth_failures = {}\n",
-            s.data_total_timeout.as_secs(),
-            s.greeting_delay.as_millis(),
-            s.auth_plaintext_loopback,
-            s.auth_failure_delay.as_millis(),
-            s.max_auth_failures
-        ));
-        if let Some(t) = &s.tls {
-            out.push_str(&format!(
-                "[server.tls]\ncert_file = \"{}\"\nkey_file = \"********\"\nimplicit_listen = [{}]\nhandshake_timeout_secs = {}\n",
-                t.cert_file.display(),
-                t.implicit_listen
-                    .iter()
-                    .map(|a| format!("\"{a}\""))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                t.handshake_timeout.as_secs()
-            ));
-        }
-        for u in &s.users {
-            out.push_str(&format!(
-                "[[server.users]]\nname = \"{}\"\npassword_hash = \"********\"\ndomains = [{}]\n",
-                u.name,
-                u.domains
-                    .iter()
-                    .map(|d| format!("\"{}\"", d.name))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
-        let u = &self.upstream;
-        out.push_str("\n[upstream]\n");
-        match &u.target {
-            UpstreamTarget::Simulator(sim) => {
-                out.push_str("simulator = true\n");
-                out.push_str(&format!(
-                    "# simulator: region {}, outbox {}\n",
-                    sim.region,
-                    sim.outbox.display()
-                ));
-            }
-            UpstreamTarget::Remote(e) => {
-                out.push_str(&format!("host = \"{}\"\nport = {}\n", e.host, e.port));
-                out.push_str(&format!(
-                    "tls = \"{}\"\n",
-                    match e.tls {
-                        TlsMode::StartTls => "starttls",
-                        TlsMode::Implicit => "implicit",
-                    }
-                ));
-                if let Some(ca) = &e.ca_file {
-                    out.push_str(&format!("ca_file = \"{}\"\n", ca.display()));
-                }
-                out.push_str(&format!("username = \"{}\"\n", e.username));
-                out.push_str("password = \"********\"\n");
-            }
-        }
-        out.push_str(&format!("# credentials: {}\n", u.credential_source));
-        out.push_str(&format!(
-            "profile = \"{}\"\n",
-            match u.profile {
-                Profile::Ses => "ses",
-                Profile::Generic => "generic",
-            }
-        ));
-        out.push_str(&format!(
-            "pool_size = {}\nmax_messages_per_connection = {}\nmax_connection_age_secs = {}\nidle_close_secs = {}\n",
-            u.pool_size,
-            u.max_messages_per_connection,
-            u.max_connection_age.as_secs(),
-            u.idle_close.as_secs()
-        ));
-        out.push_str(&format!(
-            "connect_timeout_secs = {}\ntls_timeout_secs = {}\ncommand_timeout_secs = {}\ndata_timeout_secs = {}\n",
-            u.connect_timeout.as_secs(),
-            u.tls_timeout.as_secs(),
-            u.command_timeout.as_secs(),
-            u.data_timeout.as_secs()
-        ));
-        let r = &self.reload;
-        out.push_str(&format!(
-            "\n[reload]\nwatch = {}\nwatch_interval_secs = {}\nrequire_published = {}\nkey_max_age_days = {}\n",
-            r.watch,
-            r.watch_interval.as_secs(),
-            r.require_published,
-            r.key_max_age.as_secs() / 86_400
-        ));
-        out.push_str("\n[dns]\n");
-        match self.dns.nameserver {
-            Some(ns) => out.push_str(&format!("nameserver = \"{ns}\"\n")),
-            None => out.push_str("# nameserver: the system resolver (resolv.conf)\n"),
-        }
-        out.push_str(&format!("timeout_secs = {}\n", self.dns.timeout.as_secs()));
-        for d in self.domains.values() {
-            out.push_str(&format!("\n[domains.\"{}\"]\n", d.name));
-            out.push_str(&format!("mail_from = \"{}\"\n", d.mail_from));
-            out.push_str(&format!(
-                "sign = [{}]\n",
-                d.active
-                    .iter()
-                    .map(|k| format!("\"{}\"", k.selector))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-            out.push_str(&format!(
-                "envelope_local_part = \"{}\"\nnull_sender_local_part = \"{}\"\nsubdomains = {}\n",
-                match &d.envelope_local_part {
-                    EnvelopeLocalPart::Keep => "keep",
-                    EnvelopeLocalPart::Fixed(s) => s,
-                },
-                d.null_sender_local_part,
-                d.subdomains
-            ));
-            out.push_str(&format!(
-                "headers = {:?}\noversign = {:?}\n",
-                d.headers, d.oversign
-            ));
-            if let Some(cs) = &d.configuration_set {
-                out.push_str(&format!("configuration_set = \"{cs}\"\n"));
-            }
-            if let Some(x) = d.expiration {
-                out.push_str(&format!("expiration_secs = {x}\n"));
-            }
-            out.push_str(&format!("require_published = {}\n", d.require_published));
-            for k in d.selectors.values() {
-                out.push_str(&format!(
-                    "[domains.\"{}\".selectors.{}]  # {}{}\nalgorithm = \"{}\"\nkey_file = \"{}\"\n",
-                    d.name,
-                    k.selector,
-                    if d.active.iter().any(|a| a.selector == k.selector) {
-                        "active"
-                    } else {
-                        "published only"
-                    },
-                    k.bits.map(|b| format!(", {b} bits")).unwrap_or_default(),
-                    k.algorithm,
-                    k.key_file.display()
-                ));
-            }
-        }
-        out
+        self.domains.domain_for(from_domain)
     }
 }
 

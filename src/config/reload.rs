@@ -3,8 +3,11 @@
 //! Readers take a clone of the `Arc` (cheap) and keep it for the whole session, so a
 //! transaction never sees half of an old and half of a new configuration.
 //!
-//! A reload builds and validates a complete new snapshot ([`super::load`]), applies
-//! `require_published` against the snapshot in force ([`super::publish`]), and only then swaps.
+//! A reload builds and validates a complete new snapshot ([`super::load`]), refuses it when it
+//! changes a setting that needs a restart ([`super::restart`]: listeners, the simulator switch,
+//! the embedded simulator's settings), carries the embedded simulator's endpoint (resolved once
+//! at start) into it, applies `require_published` against the snapshot in force
+//! ([`super::publish`]), and only then swaps.
 //! Reloads are serialized (SIGHUP and the file watcher share one async lock), and each swap
 //! carries a ticket taken when the reload started, so a slower, older reload can never replace
 //! the result of a newer one.
@@ -13,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use super::{Diagnostic, Snapshot};
+use super::{Diagnostic, Endpoint, Snapshot, UpstreamTarget};
 use crate::doctor::{HickoryLookup, Lookup, NoLookup};
 
 /// Shared handle to the configuration in force.
@@ -25,6 +28,8 @@ pub struct Live {
     serial: Arc<tokio::sync::Mutex<()>>,
     /// DNS for `require_published`; `None`: built from each new snapshot's `[dns]`.
     lookup: Option<Arc<dyn Lookup>>,
+    /// The embedded simulator's endpoint, resolved once when it started.
+    embedded: Option<Endpoint>,
 }
 
 /// A successful reload: the snapshot now in force and what `require_published` held back.
@@ -43,7 +48,36 @@ impl Live {
             tickets: Arc::new(AtomicU64::new(1)),
             serial: Arc::new(tokio::sync::Mutex::new(())),
             lookup: None,
+            embedded: None,
         }
+    }
+
+    /// Records the embedded simulator's endpoint (resolved once, when the relay started it):
+    /// the snapshot in force and every reloaded one connect there. Call right after
+    /// [`Live::new`], before the handle is shared.
+    pub fn with_embedded(mut self, endpoint: Endpoint) -> Self {
+        {
+            let mut g = match self.current.write() {
+                Ok(g) => g,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            if let Some(snapshot) = Arc::get_mut(&mut g.1) {
+                resolve_embedded(snapshot, Some(&endpoint));
+            }
+        }
+        self.embedded = Some(endpoint);
+        self
+    }
+
+    /// Refuses a fresh snapshot that changes a restart-only setting; otherwise gives it the
+    /// embedded simulator's endpoint.
+    fn admit(&self, fresh: &mut Snapshot) -> Result<(), Vec<Diagnostic>> {
+        let refused = super::restart::changes_needing_restart(&self.snapshot(), fresh);
+        if !refused.is_empty() {
+            return Err(refused);
+        }
+        resolve_embedded(fresh, self.embedded.as_ref());
+        Ok(())
     }
 
     /// Uses `lookup` for `require_published` checks instead of the `[dns]` name server.
@@ -86,6 +120,7 @@ impl Live {
     pub fn reload(&self) -> Result<Arc<Snapshot>, Vec<Diagnostic>> {
         let ticket = self.tickets.fetch_add(1, Ordering::SeqCst);
         let mut fresh = super::load(&self.path)?;
+        self.admit(&mut fresh)?;
         if super::publish::needed(&fresh) {
             let previous = self.snapshot();
             let no_dns = NoLookup("a synchronous reload cannot query DNS");
@@ -131,6 +166,7 @@ impl Live {
                 }]);
             }
         };
+        self.admit(&mut fresh)?;
         let mut held_back = Vec::new();
         if super::publish::needed(&fresh) {
             let previous = self.snapshot();
@@ -155,6 +191,15 @@ impl Live {
             snapshot,
             held_back,
         })
+    }
+}
+
+/// Points a simulator-target snapshot at the running simulator.
+fn resolve_embedded(snapshot: &mut Snapshot, embedded: Option<&Endpoint>) {
+    if let UpstreamTarget::Simulator(_) = snapshot.upstream.target
+        && let Some(e) = embedded
+    {
+        snapshot.upstream.endpoint = Some(e.clone());
     }
 }
 

@@ -81,7 +81,7 @@ fn valid_config_resolves() {
     let snap = load_str(Path::new("t.toml"), &config(&domain(&k, ""))).unwrap();
     assert!(snap.warnings.is_empty(), "{:?}", snap.warnings);
     let d = snap.domain_for("EXAMPLE.org").unwrap();
-    assert_eq!(d.mail_from, "mail.example.org");
+    assert_eq!(d.envelope.mail_from, "mail.example.org");
     assert_eq!(d.active.len(), 1);
     assert!(snap.domain_for("sub.example.org").is_none());
     assert!(snap.server.listen[0].ip().is_loopback());
@@ -453,4 +453,95 @@ fn listener_tls_errors_name_the_key() {
     let snap = load_str(Path::new("t.toml"), &text).unwrap();
     let tls = snap.server.tls.as_ref().unwrap();
     assert_eq!(tls.implicit_listen[0].port(), 4650);
+}
+
+#[test]
+fn restart_only_changes_are_named() {
+    let keys = Keys::new();
+    let k = keys.write("s1.pem", Algorithm::RsaSha256);
+    let certs = crate::tls::generate_certs(&["localhost".into()]).unwrap();
+    let cert = keys.dir.path().join("cert.pem");
+    let key = keys.dir.path().join("key.pem");
+    std::fs::write(&cert, &certs.cert_chain_pem).unwrap();
+    std::fs::write(&key, &certs.key_pem).unwrap();
+    let load = |server: &str, upstream: &str| {
+        let text = format!(
+            "[server]\n{server}\n[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n\
+             implicit_listen = \"127.0.0.1:4650\"\n{upstream}\n{}",
+            cert.display(),
+            key.display(),
+            domain(&k, "")
+        );
+        load_str(Path::new("t.toml"), &text).unwrap()
+    };
+    let sim = "[upstream]\nsimulator = true\n";
+    let keys_of = |a: &Snapshot, b: &Snapshot| -> Vec<String> {
+        restart::changes_needing_restart(a, b)
+            .into_iter()
+            .map(|d| d.key)
+            .collect()
+    };
+    let running = load("listen = \"127.0.0.1:2525\"", sim);
+    // Same restart-only settings, other settings changed: allowed.
+    let fresh = load("listen = \"127.0.0.1:2525\"\nmax_recipients = 9", sim);
+    assert!(keys_of(&running, &fresh).is_empty());
+    let fresh = load("listen = \"127.0.0.1:2526\"", sim);
+    assert_eq!(keys_of(&running, &fresh), ["server.listen"]);
+    let fresh = load(
+        "listen = \"127.0.0.1:2525\"",
+        &format!("{sim}[simulator]\nstarttls_listen = \"127.0.0.1:2587\"\n"),
+    );
+    assert_eq!(keys_of(&running, &fresh), ["simulator.starttls_listen"]);
+    let fresh = load(
+        "listen = \"127.0.0.1:2525\"",
+        &format!("{sim}[simulator]\nregion = \"eu-west-1\"\n"),
+    );
+    assert_eq!(keys_of(&running, &fresh), ["simulator"]);
+    let remote = "[upstream]\nhost = \"email-smtp.us-east-1.amazonaws.com\"\nusername = \"AKIA\"\n\
+                  password = \"x\"\n";
+    let fresh = load("listen = \"127.0.0.1:2525\"", remote);
+    assert_eq!(keys_of(&running, &fresh), ["upstream.simulator"]);
+    assert_eq!(keys_of(&fresh, &running), ["upstream.simulator"]);
+    // The implicit-TLS listener, by its own key.
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:2525\"\n[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n\
+         implicit_listen = \"127.0.0.1:4651\"\n{sim}\n{}",
+        cert.display(),
+        key.display(),
+        domain(&k, "")
+    );
+    let fresh = load_str(Path::new("t.toml"), &text).unwrap();
+    let d = restart::changes_needing_restart(&running, &fresh);
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].key, "server.tls.implicit_listen");
+    assert!(d[0].to_string().contains("127.0.0.1:4651"), "{}", d[0]);
+}
+
+#[test]
+fn the_snapshot_lists_every_file_it_read() {
+    let keys = Keys::new();
+    let k = keys.write("s1.pem", Algorithm::RsaSha256);
+    let certs = crate::tls::generate_certs(&["localhost".into()]).unwrap();
+    let dir = keys.dir.path();
+    std::fs::write(dir.join("cert.pem"), &certs.cert_chain_pem).unwrap();
+    std::fs::write(dir.join("key.pem"), &certs.key_pem).unwrap();
+    std::fs::write(dir.join("ca.pem"), &certs.ca_pem).unwrap();
+    std::fs::write(dir.join("pw"), "secret\n").unwrap();
+    let text = format!(
+        "[server.tls]\ncert_file = \"cert.pem\"\nkey_file = \"key.pem\"\n\
+         [upstream]\nhost = \"email-smtp.us-east-1.amazonaws.com\"\nusername = \"AKIA\"\n\
+         password_file = \"pw\"\nca_file = \"ca.pem\"\n{}",
+        domain(&k, "")
+    );
+    let config = dir.join("c.toml");
+    let snap = load_str(&config, &text).unwrap();
+    let want: Vec<PathBuf> = vec![
+        config,
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+        dir.join("ca.pem"),
+        dir.join("pw"),
+        k,
+    ];
+    assert_eq!(snap.files, want);
 }

@@ -1,4 +1,6 @@
-//! `[reload] watch = true`: reload when the configuration file or a key file changes.
+//! `[reload] watch = true`: reload when any file the configuration read changes — the
+//! configuration file, key files, the listener's TLS certificate and key, the upstream's
+//! `ca_file` and `password_file`, the simulator's files ([`Snapshot::files`]).
 //!
 //! Why polling and a fingerprint instead of inotify: Kubernetes updates a mounted secret or
 //! config map by writing a new timestamped folder and atomically swapping the `..data` symlink;
@@ -40,22 +42,15 @@ fn stamp(path: &Path) -> Option<FileStamp> {
     })
 }
 
-/// The files a snapshot was built from: the configuration file, every key file and the
-/// upstream's `ca_file`.
+/// The files a snapshot was built from ([`Snapshot::files`]: the configuration file, every
+/// key file, the listener's certificate and key, the upstream's `ca_file` and `password_file`,
+/// the simulator's files), with `config` (the path the relay was given) first.
 pub fn watched_files(config: &Path, snapshot: &Snapshot) -> Vec<PathBuf> {
     let mut files = vec![config.to_path_buf()];
-    for d in snapshot.domains.values() {
-        for k in d.selectors.values() {
-            if !files.contains(&k.key_file) {
-                files.push(k.key_file.clone());
-            }
+    for f in &snapshot.files {
+        if !files.contains(f) {
+            files.push(f.clone());
         }
-    }
-    if let super::UpstreamTarget::Remote(e) = &snapshot.upstream.target
-        && let Some(ca) = &e.ca_file
-        && !files.contains(ca)
-    {
-        files.push(ca.clone());
     }
     files
 }

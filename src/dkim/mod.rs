@@ -3,6 +3,7 @@
 //! The signing domain is always the header From domain (DMARC aligns on it). Under the SES
 //! profile exactly one DKIM-Signature is added, and the headers SES rewrites are never signed.
 
+pub mod domain;
 pub mod key;
 pub mod keygen;
 pub mod signer;

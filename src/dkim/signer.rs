@@ -14,7 +14,7 @@
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dkim::{Canonicalization, DkimSigner};
 
-use crate::config::Domain;
+use super::domain::Domain;
 use crate::message::headers::{Field, Message};
 
 /// Why a message could not be signed. The relay answers 451 and sends nothing.

@@ -20,8 +20,8 @@ use std::time::{Duration, SystemTime};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
-use crate::config::{Domain, Snapshot};
 use crate::dkim::Algorithm;
+use crate::dkim::domain::{Domain, Domains};
 use crate::dkim::key::SelectorKey;
 pub use lookup::{HickoryLookup, Lookup, LookupError, NoLookup, StaticLookup};
 
@@ -454,13 +454,13 @@ pub fn dmarc(domain: &Domain, txt: &[String]) -> Vec<Check> {
     };
     let mut out = vec![Check::pass(subject.clone(), format!("\"{record}\""))];
     let strict = |t: &str| tag(&tags, t).is_some_and(|v| v.eq_ignore_ascii_case("s"));
-    if strict("aspf") && domain.mail_from != domain.name {
+    if strict("aspf") && domain.envelope.mail_from != domain.name {
         out.push(Check::warn(
             subject.clone(),
             format!(
                 "aspf=s: SPF passes for {} but does not align with {} under strict alignment, so \
                  DMARC rests on DKIM alone",
-                domain.mail_from, domain.name
+                domain.envelope.mail_from, domain.name
             ),
             "remove aspf=s (relaxed alignment is the default)",
         ));
@@ -514,15 +514,17 @@ fn lookup_failed(subject: String, e: &LookupError) -> Check {
 /// Every check for every configured domain, in a stable order (per domain: selectors, MAIL
 /// FROM MX and SPF, DMARC). Problems with published-only selectors are warnings: they do not
 /// sign yet (or any more).
+/// `key_max_age` is the rotation age (`[reload] key_max_age_days`).
 pub async fn diagnose(
-    snapshot: &Snapshot,
+    domains: &Domains,
+    key_max_age: Duration,
     region: &str,
     lookup: &dyn Lookup,
     now: SystemTime,
 ) -> Vec<Check> {
-    let max_age = snapshot.reload.key_max_age;
+    let max_age = key_max_age;
     let mut out = Vec::new();
-    for d in snapshot.domains.values() {
+    for d in domains.values() {
         for key in d.selectors.values() {
             let active = d.active.iter().any(|a| a.selector == key.selector);
             let name = format!("{}._domainkey.{}", key.selector, d.name);
@@ -539,14 +541,14 @@ pub async fn diagnose(
             }
             out.extend(key_checks(&d.name, key, max_age, now));
         }
-        if !d.mail_from.is_empty() {
-            out.push(match lookup.mx(&d.mail_from).await {
-                Ok(mx) => mail_from_mx(&d.mail_from, region, &mx),
-                Err(e) => lookup_failed(format!("{} MX", d.mail_from), &e),
+        if !d.envelope.mail_from.is_empty() {
+            out.push(match lookup.mx(&d.envelope.mail_from).await {
+                Ok(mx) => mail_from_mx(&d.envelope.mail_from, region, &mx),
+                Err(e) => lookup_failed(format!("{} MX", d.envelope.mail_from), &e),
             });
-            out.push(match lookup.txt(&d.mail_from).await {
-                Ok(txt) => mail_from_spf(&d.mail_from, &txt),
-                Err(e) => lookup_failed(format!("{} SPF", d.mail_from), &e),
+            out.push(match lookup.txt(&d.envelope.mail_from).await {
+                Ok(txt) => mail_from_spf(&d.envelope.mail_from, &txt),
+                Err(e) => lookup_failed(format!("{} SPF", d.envelope.mail_from), &e),
             });
         }
         let dmarc_name = format!("_dmarc.{}", d.name);

@@ -267,7 +267,13 @@ fn run(snap: &Snapshot, lookup: &StaticLookup) -> Vec<Check> {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(diagnose(snap, "us-east-1", lookup, SystemTime::now()))
+    rt.block_on(diagnose(
+        &snap.domains,
+        snap.reload.key_max_age,
+        "us-east-1",
+        lookup,
+        SystemTime::now(),
+    ))
 }
 
 #[test]

@@ -1,24 +1,8 @@
 //! Addresses: the header From (which picks the signing domain, because DMARC aligns on it) and
-//! domain names compared as lower-case A-labels (IDNA, RFC 5890).
+//! domain names compared as lower-case A-labels (IDNA, RFC 5890) through the one normaliser,
+//! [`crate::domain_name::normalize`].
 
 use super::headers::Message;
-
-/// A domain as a lower-case A-label without a trailing dot, or `None` if it is not a domain.
-pub fn to_ascii_domain(domain: &str) -> Option<String> {
-    let d = domain.trim().trim_end_matches('.');
-    if d.is_empty() || d.len() > 253 {
-        return None;
-    }
-    let ascii = idna::domain_to_ascii(d).ok()?;
-    let ok = ascii.split('.').all(|l| {
-        !l.is_empty()
-            && l.len() <= 63
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-    });
-    ok.then_some(ascii)
-}
 
 /// The single author address of a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,7 +52,7 @@ pub fn author(message: &Message) -> Result<Author, FromError> {
         .trim()
         .to_string();
     let (_, domain) = address.rsplit_once('@').ok_or(FromError::Unreadable)?;
-    let domain = to_ascii_domain(domain).ok_or(FromError::Unreadable)?;
+    let domain = crate::domain_name::normalize(domain).ok_or(FromError::Unreadable)?;
     Ok(Author { address, domain })
 }
 
@@ -126,14 +110,14 @@ mod tests {
     #[test]
     fn domains_compare_as_a_labels() {
         assert_eq!(
-            to_ascii_domain("Example.ORG.").as_deref(),
+            crate::domain_name::normalize("Example.ORG.").as_deref(),
             Some("example.org")
         );
         assert_eq!(
-            to_ascii_domain("bücher.example").as_deref(),
+            crate::domain_name::normalize("bücher.example").as_deref(),
             Some("xn--bcher-kva.example")
         );
-        assert_eq!(to_ascii_domain("bad domain"), None);
-        assert_eq!(to_ascii_domain(""), None);
+        assert_eq!(crate::domain_name::normalize("bad domain"), None);
+        assert_eq!(crate::domain_name::normalize(""), None);
     }
 }

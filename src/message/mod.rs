@@ -1,5 +1,10 @@
 //! The message and its envelope on their way through the relay: header-From lookup, the SES
-//! header policy and the envelope MAIL FROM rewrite. Pure functions over bytes and config.
+//! header policy and the envelope MAIL FROM rewrite. Pure functions over bytes and the
+//! message-owned settings below ([`Profile`], [`EnvelopeRules`]), which `config` builds.
+//!
+//! The signing domain itself belongs to `dkim` (which sits above this module): [`prepare`] finds
+//! it through a caller-supplied lookup and sees it only as a [`SendingDomain`], so `message`
+//! imports neither `dkim` nor `config`. The envelope type is [`crate::smtp::envelope::Envelope`].
 //!
 //! Order matters: the policy runs before signing (so removed headers are not signed and added
 //! ones are), and dot-stuffing happens after signing, on the way out.
@@ -7,29 +12,51 @@
 pub mod address;
 pub mod headers;
 
-use std::sync::Arc;
-
-use crate::config::{Domain, EnvelopeLocalPart, Profile, Snapshot};
 use crate::smtp::command::Mailbox;
+pub use crate::smtp::envelope::Envelope;
 use crate::smtp::reply::Reply;
 use address::{Author, FromError};
 use headers::{Field, Message};
 
-/// What the client asked for in MAIL and RCPT.
-#[derive(Debug, Clone, Default)]
-pub struct Envelope {
-    /// `None` is the null sender `<>`.
-    pub mail_from: Option<Mailbox>,
-    pub rcpts: Vec<Mailbox>,
-    /// The authenticated user, when the client logged in: its domains bound `From:`.
-    pub submitter: Option<crate::users::Submitter>,
+/// Which rules the upstream imposes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// Amazon SES: one DKIM-Signature, never sign what SES rewrites.
+    Ses,
+    /// Any smarthost: several selectors may sign.
+    Generic,
+}
+
+/// What to put left of the @ of the rewritten envelope sender.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvelopeLocalPart {
+    Keep,
+    Fixed(String),
+}
+
+/// A sending domain's envelope rules: SPF is checked (and aligns) on the custom MAIL FROM
+/// domain, and SES refuses the null sender, so `<>` gets a fixed bounce mailbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvelopeRules {
+    /// The custom MAIL FROM domain (A-label): the domain itself or one of its subdomains.
+    pub mail_from: String,
+    pub envelope_local_part: EnvelopeLocalPart,
+    pub null_sender_local_part: String,
+}
+
+/// What [`prepare`] needs to know about the domain that will sign (implemented by the signing
+/// domain type in `dkim`).
+pub trait SendingDomain {
+    fn envelope(&self) -> &EnvelopeRules;
+    /// The SES configuration set to add as `X-SES-CONFIGURATION-SET`, if any.
+    fn configuration_set(&self) -> Option<&str>;
 }
 
 /// A message ready to sign: the domain that signs it, its rewritten envelope sender and its
 /// header section after the SES policy.
 #[derive(Debug)]
-pub struct Prepared {
-    pub domain: Arc<Domain>,
+pub struct Prepared<D> {
+    pub domain: D,
     pub author: Author,
     pub envelope_from: Mailbox,
     pub message: Message,
@@ -39,11 +66,17 @@ pub struct Prepared {
     pub removed_return_path: usize,
 }
 
-/// Applies the relay's rules to one message. An `Err` is the reply the client gets; nothing is
-/// sent upstream then.
+/// Applies the relay's rules to one message. `domain_for` finds the signing domain for the
+/// header-From domain (an A-label). An `Err` is the reply the client gets; nothing is sent
+/// upstream then.
 ///
 /// `data` is the DATA buffer; it moves into the [`Message`], which parses it in place.
-pub fn prepare(snapshot: &Snapshot, envelope: &Envelope, data: Vec<u8>) -> Result<Prepared, Reply> {
+pub fn prepare<D: SendingDomain>(
+    profile: Profile,
+    domain_for: impl FnOnce(&str) -> Option<D>,
+    envelope: &Envelope,
+    data: Vec<u8>,
+) -> Result<Prepared<D>, Reply> {
     let mut message = Message::from_buffer(data).map_err(|e| {
         Reply::new(
             554,
@@ -74,7 +107,7 @@ pub fn prepare(snapshot: &Snapshot, envelope: &Envelope, data: Vec<u8>) -> Resul
             ),
         ));
     }
-    let domain = snapshot.domain_for(&author.domain).ok_or_else(|| {
+    let domain = domain_for(&author.domain).ok_or_else(|| {
         Reply::new(
             550,
             "5.7.1",
@@ -85,7 +118,6 @@ pub fn prepare(snapshot: &Snapshot, envelope: &Envelope, data: Vec<u8>) -> Resul
         )
     })?;
 
-    let profile = snapshot.upstream.profile;
     let removed_signatures = if profile == Profile::Ses {
         // SES refuses a second DKIM-Signature (554 Duplicate header): we add exactly one.
         message.remove_all("DKIM-Signature")
@@ -96,7 +128,7 @@ pub fn prepare(snapshot: &Snapshot, envelope: &Envelope, data: Vec<u8>) -> Resul
     // identity and substitutes its own.
     let removed_return_path = message.remove_all("Return-Path");
     if profile == Profile::Ses
-        && let Some(set) = &domain.configuration_set
+        && let Some(set) = domain.configuration_set()
         && message.count("X-SES-CONFIGURATION-SET") == 0
     {
         message
@@ -104,9 +136,9 @@ pub fn prepare(snapshot: &Snapshot, envelope: &Envelope, data: Vec<u8>) -> Resul
             .push(Field::new("X-SES-CONFIGURATION-SET", set));
     }
 
-    let envelope_from = rewrite_envelope_from(domain, envelope.mail_from.as_ref());
+    let envelope_from = rewrite_envelope_from(domain.envelope(), envelope.mail_from.as_ref());
     Ok(Prepared {
-        domain: Arc::clone(domain),
+        domain,
         author,
         envelope_from,
         message,
@@ -118,14 +150,14 @@ pub fn prepare(snapshot: &Snapshot, envelope: &Envelope, data: Vec<u8>) -> Resul
 /// `MAIL FROM:<local@whatever>` becomes `<local@MAIL_FROM_DOMAIN>`, so SPF is checked (and
 /// aligns) on the domain's custom MAIL FROM subdomain. SES refuses the null sender, so `<>`
 /// becomes the domain's fixed bounce mailbox.
-pub fn rewrite_envelope_from(domain: &Domain, original: Option<&Mailbox>) -> Mailbox {
-    let local = match (original, &domain.envelope_local_part) {
-        (None, _) => domain.null_sender_local_part.clone(),
+pub fn rewrite_envelope_from(rules: &EnvelopeRules, original: Option<&Mailbox>) -> Mailbox {
+    let local = match (original, &rules.envelope_local_part) {
+        (None, _) => rules.null_sender_local_part.clone(),
         (Some(_), EnvelopeLocalPart::Fixed(l)) => l.clone(),
         (Some(m), EnvelopeLocalPart::Keep) => m.local.clone(),
     };
     Mailbox {
         local,
-        domain: domain.mail_from.clone(),
+        domain: rules.mail_from.clone(),
     }
 }

@@ -95,7 +95,7 @@ pub async fn handle(
             max_errors: s.max_errors,
             starttls: tls.is_some(),
             auth_users: !s.users.is_empty(),
-            auth_plaintext: s.auth_plaintext_loopback && crate::config::is_loopback(peer.ip()),
+            auth_plaintext: s.auth_plaintext_loopback && crate::net::is_loopback(peer.ip()),
             max_auth_failures: s.max_auth_failures,
         },
         allowed,

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::Secret;
+use crate::secret::Secret;
 use crate::smtp::reply::Reply;
 
 /// `[simulator]` as written.
@@ -326,14 +326,22 @@ impl SimSettings {
         let mut identities = Vec::new();
         for (i, ident) in raw.identities.unwrap_or_default().into_iter().enumerate() {
             let ident = ident.trim().to_ascii_lowercase();
-            let domain = ident.rsplit('@').next().unwrap_or("");
-            if ident.is_empty() || domain.is_empty() || !domain.contains('.') {
-                return Err((
-                    format!("identities[{i}]"),
-                    format!("`{ident}` is not a domain or an address"),
-                ));
-            }
-            identities.push(ident);
+            let (local, domain) = match ident.rsplit_once('@') {
+                Some((l, d)) => (Some(l), d),
+                None => (None, ident.as_str()),
+            };
+            let domain = crate::domain_name::normalize(domain).filter(|d| d.contains('.'));
+            let normalized = match (local, domain) {
+                (Some(l), Some(d)) if !l.is_empty() => format!("{l}@{d}"),
+                (None, Some(d)) => d,
+                _ => {
+                    return Err((
+                        format!("identities[{i}]"),
+                        format!("`{ident}` is not a domain or an address"),
+                    ));
+                }
+            };
+            identities.push(normalized);
         }
         let mut mail_from = BTreeMap::new();
         for (ident, entry) in raw.mail_from {
@@ -354,7 +362,12 @@ impl SimSettings {
                     (t.domain, t.mx_ok.unwrap_or(true), reject)
                 }
             };
-            let domain = domain.trim().trim_end_matches('.').to_ascii_lowercase();
+            let Some(domain) = crate::domain_name::normalize(&domain) else {
+                return Err((
+                    format!("mail_from.{ident}"),
+                    format!("`{}` is not a valid domain name", domain.trim()),
+                ));
+            };
             let parent = ident_l.rsplit('@').next().unwrap_or("").to_string();
             if !domain.ends_with(&format!(".{parent}")) {
                 return Err((
@@ -477,13 +490,8 @@ impl SimSettings {
         if let Some(d) = self.mail_from.get(&address) {
             return Some(d);
         }
-        let (_, mut domain) = address.rsplit_once('@')?;
-        loop {
-            if let Some(d) = self.mail_from.get(domain) {
-                return Some(d);
-            }
-            domain = domain.split_once('.')?.1;
-        }
+        let (_, domain) = address.rsplit_once('@')?;
+        crate::domain_name::parents(domain).find_map(|d| self.mail_from.get(d))
     }
 
     /// The custom MAIL FROM that applies to a message: the header From identity's, else the
@@ -496,6 +504,18 @@ impl SimSettings {
         header_from
             .and_then(|f| self.mail_from_for(f))
             .or_else(|| self.mail_from_for(mail_from))
+    }
+
+    /// The files these settings make the simulator read when it starts (its certificate and
+    /// key, its DNS zone), for the relay's configuration watcher.
+    pub fn files_read(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        if let TlsSource::Files { cert, key } = &self.tls {
+            out.push(cert.clone());
+            out.push(key.clone());
+        }
+        out.extend(self.dns_zone.iter().cloned());
+        out
     }
 
     /// Loads a standalone simulator file (`dkim-relay ses-sim --config sim.toml`): the same

@@ -27,7 +27,7 @@ use super::outbox::{self, SimOutcome};
 use super::rules::{self, AccountState, Decision};
 use super::session::{self, Action, Policy, Session, Transaction};
 use super::verdict::{self, DnsView};
-use crate::config::Secret;
+use crate::secret::Secret;
 use crate::smtp::codec::{BareNewline, DataReader, LineReader};
 use crate::smtp::reply::Reply;
 

@@ -4,5 +4,6 @@
 
 pub mod codec;
 pub mod command;
+pub mod envelope;
 pub mod reply;
 pub mod session;

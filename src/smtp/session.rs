@@ -18,7 +18,7 @@ use base64::Engine;
 use super::codec::{DataError, LineError};
 use super::command::{self, Command, Mailbox};
 use super::reply::Reply;
-use crate::message::Envelope;
+use crate::smtp::envelope::Envelope;
 use crate::users::Submitter;
 
 /// AUTH PLAIN response: base64 of `authzid NUL authcid NUL passwd` (RFC 4616); `=` is empty.

@@ -17,7 +17,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use super::framing::{self, Framer};
-use crate::config::{Endpoint, TlsMode, Upstream};
+use super::settings::{Endpoint, PoolSettings, TlsMode};
 use crate::smtp::reply::{Reply, ReplyParser};
 
 /// Why talking to the upstream failed (as opposed to the upstream answering with a refusal).
@@ -202,7 +202,7 @@ impl Connection {
     /// Connects, secures, greets and authenticates.
     pub async fn open(
         endpoint: &Endpoint,
-        settings: &Upstream,
+        settings: &PoolSettings,
         tls: Arc<rustls::ClientConfig>,
         helo_name: &str,
     ) -> Result<Connection, UpstreamError> {

@@ -10,6 +10,7 @@
 pub mod client;
 pub mod framing;
 pub mod pool;
+pub mod settings;
 
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ use rustls_pki_types::{CertificateDer, pem::PemObject};
 use crate::smtp::reply::Reply;
 pub use client::UpstreamError;
 pub use pool::Pool;
+pub use settings::{Endpoint, PoolSettings, TlsMode};
 
 /// What the upstream's answer means for the message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

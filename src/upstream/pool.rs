@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use super::client::{Connection, UpstreamError};
-use crate::config::{Endpoint, Upstream};
+use super::settings::{Endpoint, PoolSettings};
 use crate::smtp::reply::Reply;
 
 /// The result of relaying one message upstream.
@@ -20,7 +20,7 @@ pub enum Delivery {
 
 pub struct Pool {
     pub endpoint: Endpoint,
-    settings: Upstream,
+    settings: PoolSettings,
     tls: Arc<rustls::ClientConfig>,
     helo_name: String,
     idle: Mutex<Vec<Connection>>,
@@ -30,7 +30,7 @@ pub struct Pool {
 impl Pool {
     pub fn new(
         endpoint: Endpoint,
-        settings: Upstream,
+        settings: PoolSettings,
         helo_name: String,
     ) -> Result<Arc<Pool>, String> {
         let tls = super::tls_client_config(endpoint.extra_ca_pem.as_deref())?;
@@ -50,7 +50,7 @@ impl Pool {
     }
 
     /// Whether this pool serves the given upstream settings (so a reload can keep it).
-    pub fn serves(&self, endpoint: &Endpoint, settings: &Upstream) -> bool {
+    pub fn serves(&self, endpoint: &Endpoint, settings: &PoolSettings) -> bool {
         self.endpoint == *endpoint
             && self.settings.pool_size == settings.pool_size
             && self.settings.max_messages_per_connection == settings.max_messages_per_connection

@@ -3,14 +3,13 @@
 //! alone survives the rewrites; one over Message-ID and Date breaks, as it would through SES
 //! (ses-smtp.md §5.1).
 
-mod sim_common;
-
 use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::sim::*;
 use mail_auth::common::crypto::Ed25519Key;
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::common::parse::TxtRecordParser;
@@ -19,7 +18,6 @@ use mail_auth::dkim::{Canonicalization, DkimSigner};
 use mail_auth::{
     AuthenticatedMessage, DkimResult, MessageAuthenticator, Parameters, ResolverCache, Txt,
 };
-use sim_common::*;
 
 #[derive(Default)]
 struct Dns(Mutex<HashMap<Box<str>, Txt>>);

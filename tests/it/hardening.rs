@@ -6,17 +6,17 @@
 //! arrives and the connection closes. Every wait on the relay is bounded by [`within`], so a
 //! regression fails instead of hanging.
 
-mod support;
-
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
+use crate::support::config::User;
+use crate::support::*;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use dkim_relay::smtp::reply::Reply;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use toml::toml;
 
 /// Bounds a wait on the relay: a hang is a failure, not a stuck test run.
 async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
@@ -148,7 +148,7 @@ async fn smuggling_variants_are_refused_and_nothing_reaches_upstream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smuggling_variants_in_normalize_mode_stay_inside_one_message() {
-    let (upstream, relay) = start(|o| o.server_extra = "bare_newline = \"normalize\"".into()).await;
+    let (upstream, relay) = start(|o| o.server_extra = toml! { bare_newline = "normalize" }).await;
     let mut expected = 0;
     for (name, fake_end) in SMUGGLING {
         let before = upstream.received().len();
@@ -228,7 +228,7 @@ async fn command_framing_limits_and_bare_newlines() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_line_limit_and_header_cap() {
-    let (upstream, relay) = start(|o| o.server_extra = "max_header_size = 2048".into()).await;
+    let (upstream, relay) = start(|o| o.server_extra = toml! { max_header_size = 2048 }).await;
     let mut c = SmtpClient::connect(relay.addr).await;
     // 998 octets + CRLF = 1000: fine.
     let mut m = message("app@example.org", "longline-ok");
@@ -367,7 +367,7 @@ async fn connection_caps_answer_421() {
     let local2 = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
     // Per client address.
     let (_u, relay) = start(|o| {
-        o.server_extra = "max_connections = 10\nmax_connections_per_ip = 2".into();
+        o.server_extra = toml! { max_connections = 10 max_connections_per_ip = 2 };
     })
     .await;
     let a = SmtpClient::connect(relay.addr).await;
@@ -384,7 +384,7 @@ async fn connection_caps_answer_421() {
 
     // Overall.
     let (_u, relay) = start(|o| {
-        o.server_extra = "max_connections = 2\nmax_connections_per_ip = 10".into();
+        o.server_extra = toml! { max_connections = 2 max_connections_per_ip = 10 };
     })
     .await;
     let a = SmtpClient::connect(relay.addr).await;
@@ -409,7 +409,7 @@ async fn connection_caps_answer_421() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_cap_closes_with_421() {
-    let (_u, relay) = start(|o| o.server_extra = "max_errors = 3".into()).await;
+    let (_u, relay) = start(|o| o.server_extra = toml! { max_errors = 3 }).await;
     let mut c = SmtpClient::connect(relay.addr).await;
     assert_eq!(c.cmd("BOGUS").await.code, 500);
     assert_eq!(c.cmd("RCPT TO:<x@example.com>").await.code, 503);
@@ -422,7 +422,7 @@ async fn error_cap_closes_with_421() {
 /// One byte a second never completes a command: command_timeout counts from the first wait.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_command_client_is_cut_off() {
-    let (_u, relay) = start(|o| o.server_extra = "command_timeout_secs = 1".into()).await;
+    let (_u, relay) = start(|o| o.server_extra = toml! { command_timeout_secs = 1 }).await;
     let mut tcp = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
     let mut greeting = [0u8; 512];
     let _ = tcp.read(&mut greeting).await.unwrap();
@@ -455,7 +455,7 @@ async fn slow_command_client_is_cut_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_data_client_is_cut_off_and_nothing_is_relayed() {
     let (upstream, relay) = start(|o| {
-        o.server_extra = "data_timeout_secs = 5\ndata_total_timeout_secs = 1".into();
+        o.server_extra = toml! { data_timeout_secs = 5 data_total_timeout_secs = 1 };
     })
     .await;
     let mut tcp = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
@@ -506,7 +506,7 @@ async fn slow_data_client_is_cut_off_and_nothing_is_relayed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pregreet_client_is_refused_and_patient_client_served() {
-    let (upstream, relay) = start(|o| o.server_extra = "greeting_delay_ms = 300".into()).await;
+    let (upstream, relay) = start(|o| o.server_extra = toml! { greeting_delay_ms = 300 }).await;
     let mut eager = SmtpClient::connect_silent(relay.addr).await;
     eager
         .send_raw(b"EHLO eager\r\nMAIL FROM:<app@example.org>\r\n")
@@ -608,25 +608,33 @@ fn argon2_hash(password: &str) -> String {
 const APP_PASSWORD: &str = "correct horse battery staple";
 const LEGACY_PASSWORD: &str = "legacy-pass";
 
-fn users_toml() -> String {
-    format!(
-        "[[server.users]]\nname = \"app\"\npassword_hash = \"{}\"\ndomains = [\"example.org\"]\n\n\
-         [[server.users]]\nname = \"legacy\"\npassword_hash = \"{}\"\ndomains = [\"example.net\"]\n",
-        argon2_hash(APP_PASSWORD),
-        bcrypt::hash(LEGACY_PASSWORD, 4).unwrap()
-    )
+fn users() -> Vec<User> {
+    vec![
+        User {
+            name: "app".into(),
+            password_hash: argon2_hash(APP_PASSWORD),
+            domains: vec!["example.org".into()],
+        },
+        User {
+            name: "legacy".into(),
+            password_hash: bcrypt::hash(LEGACY_PASSWORD, 4).unwrap(),
+            domains: vec!["example.net".into()],
+        },
+    ]
 }
 
 /// A relay where loopback is *not* in allow_networks (so this client must authenticate), with
 /// STARTTLS and an implicit-TLS listener.
-async fn start_with_users(extra: &str) -> (TestUpstream, TestRelay) {
-    let extra = extra.to_string();
+async fn start_with_users(extra: toml::Table) -> (TestUpstream, TestRelay) {
     start(move |o| {
         o.listener_tls = ListenerTls::StartTlsAndImplicit;
-        o.server_extra = format!(
-            "allow_networks = [\"192.0.2.0/24\"]\nauth_failure_delay_ms = 20\nmax_auth_failures = 2\n{extra}"
-        );
-        o.extra_toml = users_toml();
+        o.server_extra = toml! {
+            allow_networks = ["192.0.2.0/24"]
+            auth_failure_delay_ms = 20
+            max_auth_failures = 2
+        };
+        o.server_extra.extend(extra);
+        o.users = users();
     })
     .await
 }
@@ -645,7 +653,7 @@ async fn tls_client(relay: &TestRelay) -> SmtpClient {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_is_offered_only_over_tls_and_caps_are_reannounced() {
-    let (_u, relay) = start_with_users("").await;
+    let (_u, relay) = start_with_users(toml::Table::new()).await;
     let ca = relay.listener_ca_pem.clone().unwrap();
     let mut c = SmtpClient::connect_no_ehlo(relay.addr).await;
     let caps = c.cmd("EHLO client.test").await;
@@ -680,7 +688,7 @@ async fn auth_is_offered_only_over_tls_and_caps_are_reannounced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_plain_user_sends_as_its_domain_only() {
-    let (upstream, relay) = start_with_users("").await;
+    let (upstream, relay) = start_with_users(toml::Table::new()).await;
     let mut c = tls_client(&relay).await;
     assert_eq!(c.cmd("EHLO client.test").await.code, 250);
     let r = c
@@ -729,7 +737,7 @@ async fn auth_plain_user_sends_as_its_domain_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_login_with_bcrypt_hash_on_implicit_tls() {
-    let (upstream, relay) = start_with_users("").await;
+    let (upstream, relay) = start_with_users(toml::Table::new()).await;
     let ca = relay.listener_ca_pem.clone().unwrap();
     let mut c = SmtpClient::connect_implicit(relay.implicit_addr.unwrap(), &ca).await;
     let caps = c.cmd("EHLO client.test").await;
@@ -753,7 +761,7 @@ async fn auth_login_with_bcrypt_hash_on_implicit_tls() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_passwords_are_delayed_capped_and_never_logged() {
-    let (upstream, relay) = start_with_users("").await;
+    let (upstream, relay) = start_with_users(toml::Table::new()).await;
     let mut c = tls_client(&relay).await;
     assert_eq!(c.cmd("EHLO client.test").await.code, 250);
     let wrong = "Wr0ng-Passw0rd-Marker";
@@ -783,9 +791,11 @@ async fn bad_passwords_are_delayed_capped_and_never_logged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_in_plaintext_on_loopback_only_when_configured() {
     let (upstream, relay) = start(|o| {
-        o.server_extra =
-            "allow_networks = [\"192.0.2.0/24\"]\nauth_plaintext_loopback = true".into();
-        o.extra_toml = users_toml();
+        o.server_extra = toml! {
+            allow_networks = ["192.0.2.0/24"]
+            auth_plaintext_loopback = true
+        };
+        o.users = users();
     })
     .await;
     let mut c = SmtpClient::connect_no_ehlo(relay.addr).await;
@@ -808,8 +818,8 @@ async fn auth_in_plaintext_on_loopback_only_when_configured() {
 
     // Without the switch, and without TLS, AUTH is not offered at all.
     let (_u, relay) = start(|o| {
-        o.server_extra = "allow_networks = [\"192.0.2.0/24\"]".into();
-        o.extra_toml = users_toml();
+        o.server_extra = toml! { allow_networks = ["192.0.2.0/24"] };
+        o.users = users();
     })
     .await;
     let mut c = SmtpClient::connect_no_ehlo(relay.addr).await;

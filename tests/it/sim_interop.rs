@@ -3,12 +3,10 @@
 //! python3 is installed, unless `DKIM_RELAY_REQUIRE_INTEROP=1`, which turns a missing python3
 //! into a failure.
 
-mod sim_common;
-
 use std::path::PathBuf;
 use std::time::Duration;
 
-use sim_common::*;
+use crate::support::sim::*;
 
 const SCRIPT: &str = r#"
 import smtplib, ssl, sys

@@ -1,6 +1,5 @@
 //! Test harness for the SES simulator: settings on 127.0.0.1:0 and a scripted SMTP client
 //! (plain TCP, STARTTLS and implicit TLS via tokio-rustls, trusting the generated CA).
-#![allow(dead_code)]
 
 use std::path::Path;
 use std::sync::Arc;

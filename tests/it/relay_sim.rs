@@ -1,15 +1,13 @@
 //! The relay against its embedded SES simulator, as in staging and in the README's quick start:
 //! real TCP, STARTTLS and AUTH between them, and the simulator's verdict on what arrived.
 
-mod support;
-
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::support::{Keys, SmtpClient};
 use dkim_relay::config::{self, UpstreamTarget, reload::Live};
 use dkim_relay::relay::Relay;
 use dkim_relay::sim::outbox;
-use support::{Keys, SmtpClient};
 
 struct Staging {
     _dir: tempfile::TempDir,
@@ -37,7 +35,7 @@ async fn staging(extra_domain: &str) -> Staging {
     let UpstreamTarget::Simulator(settings) = &snapshot.upstream.target else {
         panic!("not a simulator config")
     };
-    let (endpoint, sim) = dkim_relay::sim::relay_upstream::start(settings, &snapshot)
+    let (endpoint, sim) = dkim_relay::sim::relay_upstream::start(settings, &snapshot.domains)
         .await
         .unwrap();
     let outbox = sim.outbox.clone();

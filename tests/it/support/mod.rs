@@ -7,7 +7,9 @@
 //! Set `DKIM_RELAY_CAPTURE_DIR` to have every message the fake upstream receives written there
 //! as `<n>.eml`; set `DKIM_RELAY_REQUIRE_DKIMPY=1` to make a missing dkimpy a failure.
 
-#![allow(dead_code)]
+pub mod config;
+pub mod dns_server;
+pub mod sim;
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -656,6 +658,13 @@ pub struct Keys {
 }
 
 impl Keys {
+    /// The keys every test relay of this process signs with: generated once (RSA-2048
+    /// generation is the slowest step of starting a relay), shared by every test.
+    pub fn shared() -> &'static Keys {
+        static KEYS: std::sync::OnceLock<Keys> = std::sync::OnceLock::new();
+        KEYS.get_or_init(Keys::generate)
+    }
+
     pub fn generate() -> Keys {
         Keys {
             org_rsa: keygen::generate(Algorithm::RsaSha256, 2048).expect("RSA key"),
@@ -698,12 +707,12 @@ pub struct RelayOptions {
     pub max_message_size: Option<usize>,
     /// `[upstream] data_timeout_secs` (10 when unset).
     pub upstream_data_timeout_secs: Option<u64>,
-    /// Extra lines for the `[upstream]` table (pool settings and such).
-    pub upstream_extra: String,
-    /// Extra `key = value` lines inside `[server]`.
-    pub server_extra: String,
-    /// Extra TOML appended at the end (e.g. `[[server.users]]` tables).
-    pub extra_toml: String,
+    /// Extra keys for the `[upstream]` table (pool settings and such).
+    pub upstream_extra: toml::Table,
+    /// Extra keys for the `[server]` table.
+    pub server_extra: toml::Table,
+    /// `[[server.users]]` entries.
+    pub users: Vec<config::User>,
     /// A certificate for the relay's own listener (`[server.tls]`).
     pub listener_tls: ListenerTls,
 }
@@ -734,9 +743,9 @@ impl RelayOptions {
             envelope_local_part: None,
             max_message_size: None,
             upstream_data_timeout_secs: None,
-            upstream_extra: String::new(),
-            server_extra: String::new(),
-            extra_toml: String::new(),
+            upstream_extra: toml::Table::new(),
+            server_extra: toml::Table::new(),
+            users: Vec::new(),
             listener_tls: ListenerTls::None,
         }
     }
@@ -751,102 +760,21 @@ pub struct TestRelay {
     pub listener_ca_pem: Option<String>,
     pub live: Live,
     pub config_path: PathBuf,
-    pub keys: Keys,
+    pub keys: &'static Keys,
     pub dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<Stopped>>,
 }
 
 impl TestRelay {
+    /// The configuration file `options` describe (typed, serialized with `toml`).
     pub fn config_text(options: &RelayOptions, dir: &Path) -> String {
-        let ca = dir.join("upstream-ca.pem");
-        let org_sign = if options.profile == "generic" {
-            r#"["s1", "e1"]"#
-        } else {
-            r#"["s1"]"#
-        };
-        let local = options
-            .envelope_local_part
-            .as_ref()
-            .map(|l| format!("envelope_local_part = \"{l}\"\n"))
-            .unwrap_or_default();
-        let max_size = options
-            .max_message_size
-            .map(|m| format!("max_message_size = {m}\n"))
-            .unwrap_or_default();
-        format!(
-            r#"[server]
-listen = "127.0.0.1:0"
-hostname = "relay.test"
-shutdown_grace_secs = 30
-{max_size}
-{server_extra}
-[upstream]
-host = "127.0.0.1"
-port = {port}
-tls = "{tls}"
-ca_file = "{ca}"
-username = "{user}"
-password = "{pass}"
-profile = "{profile}"
-command_timeout_secs = 10
-data_timeout_secs = {data_timeout}
-connect_timeout_secs = 5
-tls_timeout_secs = 5
-{upstream_extra}
-
-[domains."example.org"]
-mail_from = "mail.example.org"
-sign = {org_sign}
-{local}
-[domains."example.org".selectors.s1]
-algorithm = "rsa-sha256"
-key_file = "keys/org-s1.pem"
-
-[domains."example.org".selectors.e1]
-algorithm = "ed25519-sha256"
-key_file = "keys/org-e1.pem"
-
-[domains."example.net"]
-mail_from = "mail.example.net"
-sign = ["e1"]
-
-[domains."example.net".selectors.e1]
-algorithm = "ed25519-sha256"
-key_file = "keys/net-e1.pem"
-
-{listener_tls}
-{extra}
-"#,
-            server_extra = options.server_extra,
-            extra = options.extra_toml,
-            listener_tls = match options.listener_tls {
-                ListenerTls::None => String::new(),
-                ListenerTls::StartTls => format!(
-                    "[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nhandshake_timeout_secs = 5\n",
-                    dir.join("relay-cert.pem").display(),
-                    dir.join("relay-key.pem").display()
-                ),
-                ListenerTls::StartTlsAndImplicit => format!(
-                    "[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nhandshake_timeout_secs = 5\nimplicit_listen = \"127.0.0.1:0\"\n",
-                    dir.join("relay-cert.pem").display(),
-                    dir.join("relay-key.pem").display()
-                ),
-            },
-            port = options.upstream_port,
-            tls = options.tls,
-            ca = ca.display(),
-            user = options.username,
-            pass = options.password,
-            profile = options.profile,
-            data_timeout = options.upstream_data_timeout_secs.unwrap_or(10),
-            upstream_extra = options.upstream_extra,
-        )
+        config::relay_config(options, dir)
     }
 
     pub async fn start(options: RelayOptions) -> TestRelay {
         let dir = tempfile::tempdir().expect("tempdir");
-        let keys = Keys::generate();
+        let keys = Keys::shared();
         for (file, key) in [
             ("keys/org-s1.pem", &keys.org_rsa),
             ("keys/org-e1.pem", &keys.org_ed),

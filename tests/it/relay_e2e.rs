@@ -1,9 +1,7 @@
 //! End-to-end: a client talks SMTP to the relay over a real socket; the relay signs and relays
 //! over real TLS to a scripted fake SES; signatures are checked by mail-auth and by dkimpy.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 type Msg = Vec<u8>;
 
@@ -381,9 +379,9 @@ async fn upstream_unreachable_is_temporary() {
         envelope_local_part: None,
         max_message_size: None,
         upstream_data_timeout_secs: None,
-        upstream_extra: String::new(),
-        server_extra: String::new(),
-        extra_toml: String::new(),
+        upstream_extra: toml::Table::new(),
+        server_extra: toml::Table::new(),
+        users: Vec::new(),
         listener_tls: ListenerTls::None,
     })
     .await;
@@ -591,7 +589,7 @@ async fn per_session_cap_421_at_mail_is_retried_on_fresh_connection() {
 async fn pool_rotates_connections_after_the_message_cap() {
     let upstream = TestUpstream::start(UpstreamOptions::default()).await;
     let mut options = RelayOptions::for_upstream(&upstream);
-    options.upstream_extra = "max_messages_per_connection = 2\npool_size = 1\n".into();
+    options.upstream_extra = toml::toml! { max_messages_per_connection = 2 pool_size = 1 };
     let relay = TestRelay::start(options).await;
     let msg = simple_message("app@example.org", "rotate");
     for _ in 0..5 {

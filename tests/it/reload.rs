@@ -717,10 +717,27 @@ async fn sighup_reloads_the_running_binary() {
     wait_for("the running configuration stays in force").await;
     assert_eq!(send_message(addr, "h3", async {}).await.0, 250);
 
+    // A new listen address needs a restart: the log names the setting, the relay keeps serving
+    // on the address it has.
+    files.write(
+        &files
+            .text("sa", None, "")
+            .replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:1\""),
+    );
+    assert!(hup().success());
+    let refused = wait_for("reload refused").await;
+    assert!(
+        refused.contains("server.listen") && refused.contains("needs a restart"),
+        "{refused}"
+    );
+    wait_for("the running configuration stays in force").await;
+    assert_eq!(send_message(addr, "h4", async {}).await.0, 250);
+
     let inbox = upstream.inbox.lock().unwrap().clone();
     assert_eq!(selector_of(&inbox["h1"]), "sa");
     assert_eq!(selector_of(&inbox["h2"]), "sb");
     assert_eq!(selector_of(&inbox["h3"]), "sb");
+    assert_eq!(selector_of(&inbox["h4"]), "sb");
 
     std::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -731,4 +748,243 @@ async fn sighup_reloads_the_running_binary() {
         .unwrap()
         .unwrap();
     assert!(status.success(), "{status:?}");
+}
+
+// ---- restart-only settings and every watched file ------------------------------------------
+
+/// A reload that changes a listener address, or switches the embedded simulator on, needs a
+/// restart: it is refused, names the setting, and the running configuration keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_that_changes_listen_is_refused_and_keeps_the_running_config() {
+    let upstream = start_upstream().await;
+    let files = Files::new(&upstream);
+    files.write(&files.text("sa", None, ""));
+    let relay = start_relay(&files.path(), None).await;
+    let before = relay.live.snapshot();
+
+    // A new listen address (and a new selector, which alone would be fine): refused whole.
+    files.write(
+        &files
+            .text("sb", None, "")
+            .replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:1\""),
+    );
+    for err in [
+        relay.live.reload_checked().await.unwrap_err(),
+        relay.live.reload().unwrap_err(),
+    ] {
+        assert_eq!(err.len(), 1, "{err:?}");
+        assert_eq!(err[0].key, "server.listen");
+        let line = err[0].to_string();
+        assert!(
+            line.contains("server.listen") && line.contains("needs a restart"),
+            "{line}"
+        );
+        assert!(Arc::ptr_eq(&before, &relay.live.snapshot()));
+    }
+
+    // Switching the embedded simulator on is refused too.
+    let text = files.text("sb", None, "");
+    let start = text.find("[upstream]").unwrap();
+    let end = text.find("[domains.").unwrap();
+    files.write(&format!(
+        "{}[upstream]\nsimulator = true\n{}",
+        &text[..start],
+        &text[end..]
+    ));
+    let err = relay.live.reload_checked().await.unwrap_err();
+    assert!(err.iter().any(|d| d.key == "upstream.simulator"), "{err:?}");
+    assert!(Arc::ptr_eq(&before, &relay.live.snapshot()));
+
+    // Mail still flows, signed with the running selector.
+    let (code, text) = send_message(relay.addr, "l1", async {}).await;
+    assert_eq!(code, 250, "{text}");
+    assert_eq!(selector_of(&upstream.inbox.lock().unwrap()["l1"]), "sa");
+
+    // Back to the running listen address: the reload applies.
+    files.write(&files.text("sb", None, ""));
+    relay.live.reload_checked().await.unwrap();
+    assert_eq!(
+        relay.live.snapshot().domains["example.org"].active[0].selector,
+        "sb"
+    );
+    relay.stop().await;
+}
+
+/// The relay on its embedded simulator (the endpoint resolved once, at start): a reload that
+/// switches the simulator off, or changes its settings, is refused, and mail keeps flowing
+/// through the simulator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_that_flips_the_simulator_switch_is_refused_and_mail_still_flows() {
+    let upstream = start_upstream().await;
+    let files = Files::new(&upstream);
+    let sim_text = |region: &str| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[upstream]\nsimulator = true\n\
+             [simulator]\nregion = \"{region}\"\noutbox = \"outbox\"\n\
+             [domains.\"example.org\"]\nmail_from = \"mail.example.org\"\nsign = [\"sa\"]\n\
+             [domains.\"example.org\".selectors.sa]\nalgorithm = \"rsa-sha256\"\nkey_file = \"sa.pem\"\n"
+        )
+    };
+    files.write(&sim_text("eu-west-1"));
+    let snapshot = config::load(&files.path()).unwrap();
+    let config::UpstreamTarget::Simulator(settings) = &snapshot.upstream.target else {
+        panic!("not a simulator configuration")
+    };
+    let (endpoint, sim) = dkim_relay::sim::relay_upstream::start(settings, &snapshot.domains)
+        .await
+        .unwrap();
+    let listeners = dkim_relay::server::bind(&snapshot.server.listen)
+        .await
+        .unwrap();
+    let addr = listeners[0].local_addr().unwrap();
+    let live = Live::new(&files.path(), snapshot).with_embedded(endpoint.clone());
+    assert_eq!(live.snapshot().upstream.endpoint.as_ref(), Some(&endpoint));
+    let before = live.snapshot();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    // No endpoint handed to the relay: it connects where the snapshot says.
+    let task = tokio::spawn(dkim_relay::server::run(
+        listeners,
+        live.clone(),
+        Relay::new(None),
+        async move {
+            let _ = rx.await;
+        },
+    ));
+
+    let (code, text) = send_message(addr, "s1", async {}).await;
+    assert_eq!(code, 250, "{text}");
+
+    // Simulator off (a real upstream instead): refused, names the switch.
+    files.write(&files.text("sa", None, ""));
+    let err = live.reload_checked().await.unwrap_err();
+    assert_eq!(err.len(), 1, "{err:?}");
+    assert_eq!(err[0].key, "upstream.simulator");
+    assert!(Arc::ptr_eq(&before, &live.snapshot()));
+
+    // The simulator's own settings: refused as well.
+    files.write(&sim_text("us-west-2"));
+    let err = live.reload_checked().await.unwrap_err();
+    assert!(err.iter().any(|d| d.key == "simulator"), "{err:?}");
+    assert!(Arc::ptr_eq(&before, &live.snapshot()));
+
+    // Mail still flows to the simulator (not one 451).
+    let (code, text) = send_message(addr, "s2", async {}).await;
+    assert_eq!(code, 250, "{text}");
+    assert!(upstream.inbox.lock().unwrap().is_empty());
+
+    // An unrelated change is applied, and the reloaded snapshot keeps the simulator's endpoint.
+    files.write(&sim_text("eu-west-1").replace("[server]\n", "[server]\nmax_recipients = 7\n"));
+    let r = live.reload_checked().await.unwrap();
+    assert_eq!(r.snapshot.server.max_recipients, 7);
+    assert_eq!(r.snapshot.upstream.endpoint.as_ref(), Some(&endpoint));
+    let (code, text) = send_message(addr, "s3", async {}).await;
+    assert_eq!(code, 250, "{text}");
+
+    let _ = tx.send(());
+    let stopped = tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stopped.aborted, 0);
+    sim.shutdown().await;
+}
+
+/// The watcher polls every file the configuration read: a renewed listener certificate or a
+/// rotated upstream password triggers a reload, as a changed key file does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_reloads_when_the_password_file_or_listener_certificate_changes() {
+    let upstream = start_upstream().await;
+    let files = Files::new(&upstream);
+    let dir = files.dir.path();
+    let write_cert = |name: &str| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![name.to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+        std::fs::set_permissions(dir.join("key.pem"), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+    };
+    write_cert("relay-one.test");
+    std::fs::write(dir.join("pw.txt"), "first-password\n").unwrap();
+    let top = "[reload]\nwatch = true\nwatch_interval_secs = 1";
+    let text = files
+        .text("sa", None, top)
+        .replace("password = \"secret\"", "password_file = \"pw.txt\"")
+        .replace(
+            "[upstream]",
+            "[server.tls]\ncert_file = \"cert.pem\"\nkey_file = \"key.pem\"\n[upstream]",
+        );
+    files.write(&text);
+    let relay = start_relay(&files.path(), None).await;
+    let watched = config::watch::watched_files(&files.path(), &relay.live.snapshot());
+    for f in [
+        "config.toml",
+        "sa.pem",
+        "sb.pem",
+        "ca.pem",
+        "pw.txt",
+        "cert.pem",
+        "key.pem",
+    ] {
+        assert!(
+            watched.contains(&dir.join(f)),
+            "{f} not watched: {watched:?}"
+        );
+    }
+    let watcher = config::watch::spawn(relay.live.clone());
+    let password = |live: &Live| {
+        let s = live.snapshot();
+        s.upstream
+            .endpoint
+            .as_ref()
+            .unwrap()
+            .password
+            .0
+            .expose()
+            .to_string()
+    };
+    let wait = async |what: &str, done: &dyn Fn() -> bool| {
+        for _ in 0..200 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the watcher did not reload after {what} changed");
+    };
+    assert_eq!(password(&relay.live), "first-password");
+
+    // A rotated password file.
+    std::fs::write(dir.join("pw.txt"), "second-password, longer\n").unwrap();
+    let live = relay.live.clone();
+    wait("the password file", &|| {
+        password(&live) == "second-password, longer"
+    })
+    .await;
+
+    // A renewed listener certificate (key and certificate replaced).
+    let tls_before = relay
+        .live
+        .snapshot()
+        .server
+        .tls
+        .as_ref()
+        .unwrap()
+        .config
+        .clone();
+    write_cert("relay-two.test");
+    let live = relay.live.clone();
+    wait("the certificate", &|| {
+        !Arc::ptr_eq(
+            &live.snapshot().server.tls.as_ref().unwrap().config,
+            &tls_before,
+        )
+    })
+    .await;
+
+    watcher.abort();
+    relay.stop().await;
 }

@@ -1,16 +1,14 @@
 //! `dkim-relay doctor` against a real DNS server on 127.0.0.1 (UDP + TCP), one scenario per
 //! PASS/WARN/FAIL rule: through the library and through the binary (its lines and exit code).
 
-mod dnsserver;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use crate::support::dns_server::{DnsServer, Zone};
 use dkim_relay::config;
 use dkim_relay::dkim::{Algorithm, keygen};
 use dkim_relay::doctor::{self, Check, HickoryLookup, Status};
-use dnsserver::{DnsServer, Zone};
 
 struct Setup {
     _dir: tempfile::TempDir,
@@ -66,7 +64,14 @@ impl Setup {
 
     async fn library(&self) -> Vec<Check> {
         let lookup = HickoryLookup::with(Some(self.server.addr), Duration::from_secs(2)).unwrap();
-        doctor::diagnose(&self.snapshot, "us-east-1", &lookup, SystemTime::now()).await
+        doctor::diagnose(
+            &self.snapshot.domains,
+            self.snapshot.reload.key_max_age,
+            "us-east-1",
+            &lookup,
+            SystemTime::now(),
+        )
+        .await
     }
 
     /// Runs the binary; returns (exit code, stdout lines).

@@ -1,12 +1,10 @@
 //! The SES simulator over real sockets and real TLS, driven by a scripted client: every reply
 //! text of ses-smtp.md §3/§8, the limits, fault injection, the delivered form and the outbox.
 
-mod sim_common;
-
+use crate::support::sim::*;
 use dkim_relay::sim::config::{DropStage, ScriptStep};
 use dkim_relay::sim::outbox;
 use dkim_relay::smtp::reply::Reply;
-use sim_common::*;
 
 const UNVERIFIED: &str = "554 Message rejected: Email address is not verified. The following \
                           identities failed the check in region US-EAST-1: ";

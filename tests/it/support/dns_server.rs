@@ -3,8 +3,6 @@
 //! with hickory-proto (the same wire code the resolver under test uses); answers too large for
 //! the client's UDP payload are truncated, so the resolver retries over TCP as in real life.
 
-#![allow(dead_code)]
-
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};

@@ -1,0 +1,232 @@
+//! The layering is checked, not hoped for (ARCHITECTURE.md principle 13).
+//!
+//! Reads `src/` and fails when
+//! 1. a module below the assembly layer (`main.rs`, `cli/`, `config/`, a future `daemon.rs`)
+//!    refers to `crate::config`: `config` builds each module's own settings types and hands
+//!    them down; nothing below it reads the configuration;
+//! 2. the top-level modules' references (`use crate::X`, `crate::X::…`) form a cycle.
+//!
+//! Test code (`tests.rs` files and everything after a `#[cfg(test)]` line) and comments are
+//! not counted: fixtures may load a configuration.
+//!
+//! `KNOWN_UNTIL_SHELL` lists the edges still allowed while the server shell and the composition
+//! root are being built (issue 8). The lead empties it; do not add to it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// The assembly layer: may import anything.
+const ASSEMBLY: &[&str] = &["main", "cli", "config", "daemon"];
+
+/// Edges (`from`, `to`) tolerated until the next step of issue 8. Each says why.
+const KNOWN_UNTIL_SHELL: &[(&str, &str, &str)] = &[
+    // The connection driver takes a `config::Snapshot` at accept and `bind_all` takes
+    // `config::Server`; the server shell gets its own settings type (helper A2).
+    ("server", "config", "server shell settings"),
+    // The relay pipeline takes the whole `Snapshot` per message; the composition root will hand
+    // it its own settings (the next step inverts this).
+    ("relay", "config", "pipeline settings"),
+    // `doctor::lookup` takes `config::DnsSettings`, which moves into `dns/` (helper H3).
+    ("doctor", "config", "DnsSettings moves to dns/"),
+];
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The top-level module a file belongs to: `src/a.rs` and `src/a/**` are `a`; `lib.rs` is the
+/// crate root (`None`).
+fn module_of(src: &Path, file: &Path) -> Option<String> {
+    let rel = file.strip_prefix(src).unwrap();
+    let first = rel.components().next()?.as_os_str().to_str()?.to_string();
+    let name = first.strip_suffix(".rs").unwrap_or(&first).to_string();
+    (name != "lib").then_some(name)
+}
+
+/// The code of a file without comments and test code.
+fn code_lines(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim_start();
+        if t.starts_with("#[cfg(test)]") {
+            break;
+        }
+        if t.starts_with("//") {
+            continue;
+        }
+        let code = match t.find("//") {
+            Some(at) if !t[..at].contains('"') => &t[..at],
+            _ => t,
+        };
+        out.push((i + 1, code.to_string()));
+    }
+    out
+}
+
+/// The top-level modules a line refers to: `crate::x` and each name in `crate::{x, y::z}`.
+fn referenced(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = line;
+    while let Some(at) = rest.find("crate::") {
+        let after = &rest[at + "crate::".len()..];
+        if let Some(group) = after.strip_prefix('{') {
+            let end = group.find('}').unwrap_or(group.len());
+            for item in group[..end].split(',') {
+                let name: String = item
+                    .trim()
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if !name.is_empty() && name != "self" {
+                    out.push(name);
+                }
+            }
+        } else {
+            let name: String = after
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if !name.is_empty() {
+                out.push(name);
+            }
+        }
+        rest = after;
+    }
+    out
+}
+
+/// Every (from, to) edge with a sample location.
+fn edges() -> BTreeMap<(String, String), String> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    files.sort();
+    let mut out = BTreeMap::new();
+    for file in files {
+        if file.file_name().is_some_and(|n| n == "tests.rs") {
+            continue;
+        }
+        let Some(from) = module_of(&src, &file) else {
+            continue;
+        };
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (line_no, line) in code_lines(&text) {
+            for to in referenced(&line) {
+                if to != from {
+                    out.entry((from.clone(), to)).or_insert_with(|| {
+                        format!("{}:{line_no}", file.strip_prefix(&src).unwrap().display())
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+fn known(from: &str, to: &str) -> bool {
+    KNOWN_UNTIL_SHELL
+        .iter()
+        .any(|(f, t, _)| *f == from && *t == to)
+}
+
+#[test]
+fn nothing_below_the_assembly_layer_imports_config() {
+    let offenders: Vec<String> = edges()
+        .into_iter()
+        .filter(|((from, to), _)| {
+            to == "config" && !ASSEMBLY.contains(&from.as_str()) && !known(from, to)
+        })
+        .map(|((from, _), at)| format!("{from} imports crate::config (src/{at})"))
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "config builds each module's settings and hands them down; these modules read it \
+         instead:\n{}",
+        offenders.join("\n")
+    );
+}
+
+#[test]
+fn top_level_modules_form_no_cycle() {
+    let all = edges();
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (from, to) in all.keys() {
+        if !known(from, to) {
+            graph.entry(from.clone()).or_default().insert(to.clone());
+        }
+    }
+    // Depth-first search; a back edge closes a cycle.
+    fn visit(
+        node: &str,
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        stack: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+        cycles: &mut Vec<Vec<String>>,
+    ) {
+        if done.contains(node) {
+            return;
+        }
+        if let Some(at) = stack.iter().position(|n| n == node) {
+            let mut cycle = stack[at..].to_vec();
+            cycle.push(node.to_string());
+            cycles.push(cycle);
+            return;
+        }
+        stack.push(node.to_string());
+        for next in graph.get(node).into_iter().flatten() {
+            visit(next, graph, stack, done, cycles);
+        }
+        stack.pop();
+        done.insert(node.to_string());
+    }
+    let mut cycles = Vec::new();
+    let mut done = BTreeSet::new();
+    for node in graph.keys() {
+        visit(node, &graph, &mut Vec::new(), &mut done, &mut cycles);
+    }
+    let described: Vec<String> = cycles
+        .iter()
+        .map(|c| {
+            let hops: Vec<String> = c
+                .windows(2)
+                .map(|w| {
+                    format!(
+                        "{} -> {} (src/{})",
+                        w[0],
+                        w[1],
+                        all[&(w[0].clone(), w[1].clone())]
+                    )
+                })
+                .collect();
+            hops.join(", ")
+        })
+        .collect();
+    assert!(
+        described.is_empty(),
+        "module cycles (imports must point down):\n{}",
+        described.join("\n")
+    );
+}
+
+#[test]
+fn the_checker_sees_references() {
+    assert_eq!(referenced("use crate::config::Snapshot;"), ["config"]);
+    assert_eq!(
+        referenced("use crate::{dkim::Algorithm, smtp, self};"),
+        ["dkim", "smtp"]
+    );
+    assert_eq!(
+        referenced("let x = crate::net::is_loopback(ip) && crate::users::f();"),
+        ["net", "users"]
+    );
+    let lines = code_lines("// crate::config\nuse crate::a;\n#[cfg(test)]\nuse crate::b;\n");
+    assert_eq!(lines.len(), 1);
+    assert_eq!(referenced(&lines[0].1), ["a"]);
+}

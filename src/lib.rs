@@ -14,7 +14,8 @@
 //!   changes; the watcher; every default in [`config::defaults`].
 //! - services: [`server`] — listener (limits, graceful shutdown) and the connection driver
 //!   (timeouts); [`relay`] — the pipeline for one message; [`upstream`] — TLS + AUTH SMTP
-//!   client and pool, its settings in [`upstream::settings`]; [`sim`] — the SES SMTP simulator:
+//!   client and pool, its settings in [`upstream::settings`], DATA dot-stuffed on the fly in
+//!   [`upstream::framing`]; [`sim`] — the SES SMTP simulator:
 //!   SES rules and rewrites, outbox, DKIM/SPF/DMARC verdicts; [`doctor`] — DNS diagnosis.
 //! - core: [`smtp`] — sans-IO protocol core: framing, commands, replies, the envelope
 //!   ([`smtp::envelope`]), session state; [`message`] — header section, header From, SES header
@@ -25,8 +26,10 @@
 //! - leaves: [`secret`] — masked secrets; [`domain_name`] — the one domain normaliser and
 //!   parent walk; [`net`] — client networks (the `allow_networks` allow-list) and loopback;
 //!   [`users`] — submission users and their domains; [`sesauth`] — SES SMTP password
-//!   derivation; [`tls`] — certificates and server TLS.
+//!   derivation; [`tls`] — certificates and server TLS; [`budget`] — the process-wide
+//!   bytes-in-flight budget.
 
+pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod dkim;

@@ -95,7 +95,7 @@ impl Relay {
             snapshot.upstream.profile,
             |d| snapshot.domain_for(d).cloned(),
             &envelope,
-            &data,
+            data,
         ) {
             Ok(p) => p,
             Err(reply) => {
@@ -110,7 +110,6 @@ impl Relay {
                 return reply;
             }
         };
-        drop(data);
         if prepared.removed_signatures > 0 || prepared.removed_return_path > 0 {
             tracing::info!(
                 conn = client.conn_id,
@@ -134,7 +133,9 @@ impl Relay {
             }
         };
         let envelope_from = prepared.envelope_from.address();
-        let bytes = signer::signed_bytes(signatures, prepared.message);
+        // The DATA buffer, spans and all, goes out as slices: no serialized or stuffed copy.
+        let outgoing = signer::with_signatures(signatures, prepared.message);
+        let parts = outgoing.parts();
         let rcpts: Vec<String> = envelope.rcpts.iter().map(|r| r.address()).collect();
 
         let pool = match self.pool_for(snapshot) {
@@ -144,7 +145,7 @@ impl Relay {
                 return Reply::new(451, "4.4.0", "Upstream unavailable; try again later");
             }
         };
-        let (reply, upstream_text) = match pool.deliver(&envelope_from, &rcpts, &bytes).await {
+        let (reply, upstream_text) = match pool.deliver(&envelope_from, &rcpts, &parts).await {
             Delivery::Answered { reply, .. } => {
                 let text = reply.one_line();
                 // A 421 says the *upstream* is closing its connection; passed on, it would tell
@@ -174,7 +175,7 @@ impl Relay {
             s = %selectors.join(","),
             a = %algorithms.join(","),
             mail_from = %envelope_from,
-            size = bytes.len(),
+            size = outgoing.len(),
             rcpts = rcpt_count,
             upstream = %upstream_text,
             ses_id = %ses_id,

@@ -34,7 +34,7 @@ pub fn author(message: &Message) -> Result<Author, FromError> {
         1 => froms[0],
         n => return Err(FromError::Several(n)),
     };
-    let mut raw = field.raw.clone();
+    let mut raw = field.raw.to_vec();
     raw.extend_from_slice(b"\r\n");
     let parsed = mail_parser::MessageParser::new()
         .parse_headers(&raw)

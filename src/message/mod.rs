@@ -69,13 +69,15 @@ pub struct Prepared<D> {
 /// Applies the relay's rules to one message. `domain_for` finds the signing domain for the
 /// header-From domain (an A-label). An `Err` is the reply the client gets; nothing is sent
 /// upstream then.
+///
+/// `data` is the DATA buffer; it moves into the [`Message`], which parses it in place.
 pub fn prepare<D: SendingDomain>(
     profile: Profile,
     domain_for: impl FnOnce(&str) -> Option<D>,
     envelope: &Envelope,
-    data: &[u8],
+    data: Vec<u8>,
 ) -> Result<Prepared<D>, Reply> {
-    let mut message = Message::parse(data).map_err(|e| {
+    let mut message = Message::from_buffer(data).map_err(|e| {
         Reply::new(
             554,
             "5.6.0",

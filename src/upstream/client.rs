@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+use super::framing::{self, Framer};
 use super::settings::{Endpoint, PoolSettings, TlsMode};
 use crate::smtp::reply::{Reply, ReplyParser};
 
@@ -329,19 +330,21 @@ impl Connection {
         }
     }
 
-    /// Runs one transaction. `data` must be CRLF-clean and unstuffed; it is dot-stuffed here.
+    /// Runs one transaction. `data` is the message as slices in order (signature fields, header
+    /// spans, the body), CRLF-clean and unstuffed; it is dot-stuffed here on the fly, in bounded
+    /// chunks, straight into the TLS stream (no framed copy of the message).
     pub async fn send(
         &mut self,
         from: &str,
         rcpts: &[String],
-        data: &[u8],
+        data: &[&[u8]],
     ) -> Result<Outcome, SendFailure> {
         let before = |error| SendFailure {
             error,
             after_data: false,
         };
         let mail = if self.size_ext {
-            format!("MAIL FROM:<{from}> SIZE={}", data.len())
+            format!("MAIL FROM:<{from}> SIZE={}", framing::content_len(data))
         } else {
             format!("MAIL FROM:<{from}>")
         };
@@ -384,11 +387,14 @@ impl Connection {
                 after_data: false,
             });
         }
-        let framed = crate::smtp::codec::dot_stuff(data);
         let buf = &mut self.buf;
         let stream = &mut self.stream;
         let result = timed(self.data_timeout, "message transfer", async {
-            stream.write_all(&framed).await?;
+            let mut framer = Framer::new(data, framing::CHUNK);
+            let mut chunk = Vec::with_capacity(framing::CHUNK + framing::CHUNK / 2);
+            while framer.fill(&mut chunk) {
+                stream.write_all(&chunk).await?;
+            }
             stream.flush().await?;
             read_reply(stream, buf).await
         })

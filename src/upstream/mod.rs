@@ -8,6 +8,7 @@
 //! (the upstream may have accepted the message: a retry could send it twice).
 
 pub mod client;
+pub mod framing;
 pub mod pool;
 pub mod settings;
 

@@ -105,7 +105,9 @@ impl Pool {
 
     /// Relays one message: at most `pool_size` at once; one retry on a fresh connection when
     /// a pooled one proves dead before anything was accepted.
-    pub async fn deliver(&self, from: &str, rcpts: &[String], data: &[u8]) -> Delivery {
+    ///
+    /// `data` is the unstuffed message as slices, in order (see [`super::framing`]).
+    pub async fn deliver(&self, from: &str, rcpts: &[String], data: &[&[u8]]) -> Delivery {
         let _slot = match self.slots.acquire().await {
             Ok(s) => s,
             Err(_) => return Delivery::Failed(UpstreamError::Closed),

@@ -36,7 +36,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{Action, Handler, Notice, Peer, Settings};
-use crate::smtp::codec::{DataReader, LineReader};
+use crate::budget::{ByteBudget, Reservation};
+use crate::smtp::codec::{DataError, DataReader, LineReader};
 use crate::smtp::reply::Reply;
 
 /// Stands in for "no limit" in deadline arithmetic (ten years).
@@ -334,9 +335,14 @@ impl<H: Handler> Conn<H> {
         let s = &*settings;
         let (conn_id, peer) = (self.peer.id, self.peer.addr);
         let mut reader = DataReader::new(s.bare_newline, s.max_message_size, s.max_header_size);
+        // The bytes this message holds count against the process-wide budget until the handler
+        // is done with them (the relay keeps the DATA buffer until the upstream has answered).
+        let mut reservation = self.handler.budget().map(ByteBudget::reserve);
+        let mut held = BudgetGuard::default();
         // Bytes pipelined behind DATA are message content (see the module doc).
         let (used, mut done) = reader.feed(buf);
         buf.drain(..used);
+        held.account(&mut reader, reservation.as_mut(), conn_id, peer);
         let phase_deadline =
             (Instant::now() + s.data_total_timeout.unwrap_or(FOREVER)).min(self.session_deadline);
         while !done {
@@ -345,6 +351,7 @@ impl<H: Handler> Conn<H> {
             match read_some(stream, chunk, deadline, None).await {
                 Read::Data(n) => {
                     let (used, end) = reader.feed(&chunk[..n]);
+                    held.account(&mut reader, reservation.as_mut(), conn_id, peer);
                     done = end;
                     if end {
                         buf.extend_from_slice(&chunk[used..n]);
@@ -372,7 +379,10 @@ impl<H: Handler> Conn<H> {
             }
         }
         let size = reader.size();
-        match self.handler.data(reader.finish(), size).await {
+        // `reservation` lives until the handler has answered: its bytes are still in memory.
+        let action = self.handler.data(reader.finish(), size).await;
+        drop(reservation);
+        match action {
             Action::Close(r) => {
                 self.close_with(stream, out, Some(&r)).await;
                 false
@@ -385,6 +395,46 @@ impl<H: Handler> Conn<H> {
                 self.push(out, &r).await;
                 true
             }
+        }
+    }
+}
+
+/// Grows a DATA transfer's budget reservation with what the reader has stored, and refuses the
+/// message (once) when the budget says no.
+#[derive(Default)]
+struct BudgetGuard {
+    accounted: usize,
+    refused: bool,
+}
+
+impl BudgetGuard {
+    fn account(
+        &mut self,
+        reader: &mut DataReader,
+        reservation: Option<&mut Reservation>,
+        conn_id: u64,
+        peer: std::net::SocketAddr,
+    ) {
+        let Some(reservation) = reservation else {
+            return;
+        };
+        let grown = reader.size().saturating_sub(self.accounted);
+        if self.refused || grown == 0 {
+            return;
+        }
+        if reservation.try_grow(grown) {
+            self.accounted += grown;
+        } else {
+            self.refused = true;
+            reader.refuse(DataError::OverBudget);
+            // Nothing of this message is kept: its bytes go back to the budget now.
+            reservation.release();
+            tracing::warn!(
+                conn = conn_id,
+                client = %peer,
+                received = reader.size(),
+                "message bytes in flight over budget; message refused (452 4.3.1)"
+            );
         }
     }
 }

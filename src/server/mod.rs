@@ -30,6 +30,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
+use crate::budget::ByteBudget;
 use crate::smtp::codec::{BareNewline, DataError, LineError};
 use crate::smtp::reply::Reply;
 
@@ -164,6 +165,13 @@ pub trait Handler: Send + Sync + 'static {
     fn greeting(&mut self) -> Action;
     /// One command line (CRLF removed) or a framing error in reading it.
     fn command(&mut self, line: Result<Vec<u8>, LineError>) -> impl Future<Output = Action> + Send;
+    /// The process-wide bytes-in-flight budget this connection's DATA counts against (`None`:
+    /// unbounded). The shell grows a reservation as DATA is stored and holds it until
+    /// [`Handler::data`] has answered; a DATA that would exceed it is read to its end, not
+    /// stored, and handed over as `Err(DataError::OverBudget)` (the relay answers `452 4.3.1`).
+    fn budget(&self) -> Option<&ByteBudget> {
+        None
+    }
     /// The DATA reader's result after a [`Action::StartData`], and how many bytes it read.
     fn data(
         &mut self,

@@ -315,6 +315,10 @@ pub fn decide(
         Err(DataError::HeaderTooBig) | Err(DataError::TooBig) => {
             return Decision::Reject(Reply::plain(552, "Message is too long."));
         }
+        // The simulator runs without a bytes-in-flight budget; worded for completeness.
+        Err(DataError::OverBudget) => {
+            return Decision::Reject(Reply::new(452, "4.3.1", "Insufficient system storage"));
+        }
     };
     let message = match Message::parse(&bytes) {
         Ok(m) => m,

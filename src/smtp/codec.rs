@@ -123,6 +123,9 @@ pub enum DataError {
     Nul,
     /// The header section is larger than its cap.
     HeaderTooBig,
+    /// Storing the message would exceed the process-wide bytes-in-flight budget
+    /// (`crate::budget`): a temporary condition, the client retries later.
+    OverBudget,
 }
 
 /// Largest text line, without CRLF (RFC 5321: 1000 octets including CRLF).
@@ -198,6 +201,12 @@ impl DataReader {
             Some(e) => Err(e),
             None => Ok(self.out),
         }
+    }
+
+    /// Refuses the message with `error` (the first problem is the one reported): nothing more
+    /// is stored, but the reader still finds the end of DATA so the session stays in step.
+    pub fn refuse(&mut self, error: DataError) {
+        self.fail(error);
     }
 
     /// Bytes of message content received so far (for logs of refused messages).

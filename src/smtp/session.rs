@@ -502,6 +502,11 @@ impl Session {
                         "Message contains a bare CR or LF; lines must end with CRLF (RFC 5321 2.3.8)",
                     ),
                     DataError::Nul => Reply::new(554, "5.6.0", "Message contains a NUL byte"),
+                    DataError::OverBudget => Reply::new(
+                        452,
+                        "4.3.1",
+                        "Insufficient system storage: too many message bytes in flight; try again later",
+                    ),
                 })
             }
         }

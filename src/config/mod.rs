@@ -242,14 +242,7 @@ pub struct ReloadSettings {
     pub key_max_age: Duration,
 }
 
-/// `[dns]`, resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DnsSettings {
-    /// `None`: the system resolver configuration.
-    pub nameserver: Option<SocketAddr>,
-    /// Per lookup.
-    pub timeout: Duration,
-}
+pub use crate::dns::lookup::ResolverSettings as DnsSettings;
 
 /// The headers signed by default (when present), and those signed once more than they occur.
 pub const DEFAULT_SIGNED_HEADERS: &[&str] = &[

@@ -5,6 +5,7 @@
 
 pub mod key;
 pub mod keygen;
+pub mod private_key;
 pub mod signer;
 
 use serde::{Deserialize, Serialize};

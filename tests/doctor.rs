@@ -9,7 +9,8 @@ use std::time::{Duration, SystemTime};
 
 use dkim_relay::config;
 use dkim_relay::dkim::{Algorithm, keygen};
-use dkim_relay::doctor::{self, Check, HickoryLookup, Status};
+use dkim_relay::dns::HickoryLookup;
+use dkim_relay::doctor::{self, Check, Status};
 use dnsserver::{DnsServer, Zone};
 
 struct Setup {

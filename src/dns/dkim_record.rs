@@ -161,7 +161,10 @@ mod tests {
     fn outcomes() {
         let key = rsa();
         let good = dkim_txt_value(key.algorithm, &key.public_key);
-        assert_eq!(check(&key, std::slice::from_ref(&good)), DkimRecordOutcome::Matches);
+        assert_eq!(
+            check(&key, std::slice::from_ref(&good)),
+            DkimRecordOutcome::Matches
+        );
         assert_eq!(
             check(&key, &[format!("{good}; t=y")]),
             DkimRecordOutcome::Testing

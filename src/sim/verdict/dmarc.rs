@@ -43,6 +43,9 @@ pub struct DmarcVerdict {
 
 /// The DMARC records found walking from `domain` up to its TLD (RFC 9989 §4.10), longest first,
 /// as (name, parsed, raw).
+///
+/// Kept (not mail-auth's): `dmarc_tree_walk` is private, and the verdict needs the raw text.
+/// Records go through mail-auth's own `Dmarc` parser, so what counts as a record is the same.
 fn dmarc_walk(view: &DnsView, domain: &str) -> Vec<(String, Dmarc, String)> {
     let mut found = Vec::new();
     let mut name = domain;
@@ -67,6 +70,8 @@ fn dmarc_walk(view: &DnsView, domain: &str) -> Vec<(String, Dmarc, String)> {
 /// marks it, a `psd=y` record marks its parent as a public suffix, otherwise it is the
 /// shortest name holding a DMARC record. Without any record we fall back to the last two
 /// labels, which is right for the common `name.tld` case (no public suffix list offline).
+///
+/// Kept (not mail-auth's): its `organizational_domain` is private; see [`aligned`].
 pub(super) fn org_domain(view: &DnsView, domain: &str) -> String {
     let walk = dmarc_walk(view, domain);
     for (name, record, _) in &walk {
@@ -87,6 +92,11 @@ pub(super) fn org_domain(view: &DnsView, domain: &str) -> String {
     labels[labels.len().saturating_sub(2)..].join(".")
 }
 
+/// Whether identifier `id_domain` aligns with the From domain under `mode` (RFC 7489 §3.1).
+///
+/// Kept (not mail-auth's): `DmarcOutput` only says whether *some* aligned identifier passed;
+/// mail-auth's per-identifier `is_aligned` is private. The verdict reports alignment for every
+/// DKIM signature and for SPF, passing or not, which is what a user needs to find the fault.
 pub(super) fn aligned(view: &DnsView, id_domain: &str, from_domain: &str, mode: Alignment) -> bool {
     if id_domain.is_empty() || from_domain.is_empty() {
         return false;
@@ -96,7 +106,8 @@ pub(super) fn aligned(view: &DnsView, id_domain: &str, from_domain: &str, mode: 
             && org_domain(view, id_domain) == org_domain(view, from_domain))
 }
 
-/// `pct=` from a raw record (RFC 7489 §6.3; DMARCbis and mail-auth 0.13 dropped it).
+/// `pct=` from a raw record (RFC 7489 §6.3). Kept (not mail-auth's): DMARCbis and mail-auth
+/// 0.13's parser dropped it, but RFC 7489 receivers still sample by it.
 pub(super) fn pct_of(raw: &str) -> Option<u8> {
     raw.split(';').find_map(|tag| {
         let (k, v) = tag.split_once('=')?;
@@ -106,6 +117,8 @@ pub(super) fn pct_of(raw: &str) -> Option<u8> {
     })
 }
 
+/// The DMARC verdict: mail-auth's decision (`out`), worded, with the raw record, `pct=` notes
+/// and the disposition a receiver applies.
 pub(super) fn verdict(
     dns: &DnsView,
     out: &mail_auth::DmarcOutput,

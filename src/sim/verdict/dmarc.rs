@@ -4,13 +4,13 @@
 //! The decision is mail-auth's `verify_dmarc` (RFC 7489 / RFC 9989: the DNS tree walk, the
 //! organizational domain, identifier alignment, `sp=`/`np=`, `t=y`). Three pieces stay here,
 //! each because mail-auth 0.13 does not offer it:
-//! - per-identifier alignment ([`aligned`], over [`org_domain`] and [`dmarc_walk`]): mail-auth
+//! - per-identifier alignment (`aligned`, over `org_domain` and `dmarc_walk`): mail-auth
 //!   only reports the aggregate (did *some* aligned identifier pass); its `is_aligned` and
 //!   `organizational_domain` are private. The verdict shows alignment for every signature and
 //!   for SPF, also for ones that failed, so a user sees which identifier is the problem. The
 //!   walk mirrors mail-auth's (same records through the same parser, `psd=` honoured).
 //! - the raw record text: `DmarcOutput` holds the parsed record only; the verdict shows the text.
-//! - `pct=` ([`pct_of`]): RFC 7489 §6.6.4 sampling, dropped by DMARCbis and by mail-auth 0.13's
+//! - `pct=` (`pct_of`): RFC 7489 §6.6.4 sampling, dropped by DMARCbis and by mail-auth 0.13's
 //!   parser, but still honoured by receivers that implement RFC 7489.
 
 use mail_auth::DmarcResult;

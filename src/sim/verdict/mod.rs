@@ -5,7 +5,7 @@
 //! mail-auth's real implementations of RFC 6376 (DKIM), RFC 7208 (SPF) and RFC 7489 / RFC 9989
 //! (DMARC, including identifier alignment); only DNS is replaced: every lookup is answered from
 //! a local [`DnsView`], and any name the view does not hold is answered "does not exist" (the
-//! adapter is [`offline`]; the resolver mail-auth is given has no name servers at all, so even a
+//! adapter is `offline`; the resolver mail-auth is given has no name servers at all, so even a
 //! bug cannot send a packet). Each part has its file: [`dkim`], [`spf`], [`dmarc`]; results are
 //! the enums in [`outcome`], serialised as the Authentication-Results words.
 

@@ -168,14 +168,7 @@ pub struct ReloadSettings {
     pub key_max_age: Duration,
 }
 
-/// `[dns]`, resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DnsSettings {
-    /// `None`: the system resolver configuration.
-    pub nameserver: Option<SocketAddr>,
-    /// Per lookup.
-    pub timeout: Duration,
-}
+pub use crate::dns::lookup::ResolverSettings as DnsSettings;
 
 impl Snapshot {
     /// The domain entry that signs for a header-From domain ([`Domains::domain_for`]).

@@ -7,13 +7,14 @@
 //! it is an error.
 //!
 //! This runs after [`super::load`] (which stays synchronous and DNS-free), over the previous
-//! and the new snapshot, and uses the same DKIM rule as `doctor` ([`crate::doctor::dkim_record`]).
+//! and the new snapshot, and uses the same DKIM rule as `doctor` ([`crate::dns::dkim_record`]).
 
 use std::sync::Arc;
 
 use super::{Diagnostic, Domain, Severity, Snapshot};
 use crate::dkim::key::SelectorKey;
-use crate::doctor::{Lookup, Status, dkim_record};
+use crate::dns::Lookup;
+use crate::dns::dkim_record::{DkimRecordOutcome, check};
 
 /// The active selectors of a domain, by name and public key (a replaced key file counts as a
 /// change).
@@ -32,8 +33,8 @@ async fn unpublished(
 ) -> Option<String> {
     for key in keys {
         let name = format!("{}._domainkey.{domain}", key.selector);
-        let check = match lookup.txt(&name).await {
-            Ok(records) => dkim_record(domain, key, &records),
+        let outcome = match lookup.txt(&name).await {
+            Ok(records) => check(key, &records),
             Err(e) => {
                 return Some(format!(
                     "selector {}: could not confirm {name} is published: {e}",
@@ -41,8 +42,8 @@ async fn unpublished(
                 ));
             }
         };
-        if check.status == Status::Fail {
-            return Some(format!("selector {}: {}", key.selector, check.message));
+        if let DkimRecordOutcome::Problem(problem) = outcome {
+            return Some(format!("selector {}: {problem}", key.selector));
         }
     }
     None

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use super::{Diagnostic, Endpoint, Snapshot, UpstreamTarget};
-use crate::doctor::{HickoryLookup, Lookup, NoLookup};
+use crate::dns::{HickoryLookup, Lookup, NoLookup};
 
 /// Shared handle to the configuration in force.
 #[derive(Clone)]

@@ -1,24 +1,24 @@
 //! Loaded DKIM keys. A [`SelectorKey`] is one selector of one domain with its private key in
 //! memory (shared, never copied per message) and its public half for DNS checks.
+//!
+//! The key file is read and parsed once ([`super::private_key`]): that one parse gives the
+//! signing key, the `p=` bytes, the RSA size and the algorithm check, so a reload of many
+//! selectors does not decode each PEM several times.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256, SigningKey};
+use mail_auth::common::crypto::{Sha256, SigningKey};
 use mail_auth::common::headers::Writable;
-use rustls_pki_types::{PrivateKeyDer, pem::PemObject};
 
 use super::Algorithm;
+use super::keygen::KeyError;
+use super::private_key::SigningPair as KeyPair;
 
 /// The private key, behind an `Arc` so every message's signer shares one parsed key.
 #[derive(Clone)]
 pub struct SharedKey(Arc<KeyPair>);
-
-enum KeyPair {
-    Rsa(RsaKey<Sha256>),
-    Ed25519(Ed25519Key),
-}
 
 impl SigningKey for SharedKey {
     type Hasher = Sha256;
@@ -114,46 +114,24 @@ impl SelectorKey {
             algorithm,
             detail,
         };
-        let der =
-            PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| malformed(e.to_string()))?;
+        let parsed =
+            super::private_key::inspect(algorithm, &pem).map_err(|e| malformed(e.to_string()))?;
         // Size first: a key under 1024 bits gets the RFC 8301 refusal, whatever else is wrong.
-        if algorithm == Algorithm::RsaSha256
-            && let Ok(bits) = super::keygen::rsa_modulus_bits(&pem)
-            && bits < 1024
-        {
-            return Err(KeyLoadError::TooSmall {
-                path: path.to_path_buf(),
-                bits,
-            });
+        if let Some(bits) = parsed.bits {
+            if bits < 1024 {
+                return Err(KeyLoadError::TooSmall {
+                    path: path.to_path_buf(),
+                    bits,
+                });
+            }
+            if bits < 2048 {
+                problems.push(KeyProblem::WeakRsa(bits));
+            }
         }
-        let public_key = super::keygen::public_key_from_pem(algorithm, &pem)
-            .map_err(|e| malformed(e.to_string()))?;
-        let (pair, bits) = match algorithm {
-            Algorithm::RsaSha256 => {
-                let bits =
-                    super::keygen::rsa_modulus_bits(&pem).map_err(|e| malformed(e.to_string()))?;
-                if bits < 1024 {
-                    return Err(KeyLoadError::TooSmall {
-                        path: path.to_path_buf(),
-                        bits,
-                    });
-                }
-                if bits < 2048 {
-                    problems.push(KeyProblem::WeakRsa(bits));
-                }
-                let k =
-                    RsaKey::<Sha256>::from_key_der(der).map_err(|e| malformed(e.to_string()))?;
-                (KeyPair::Rsa(k), Some(bits))
-            }
-            Algorithm::Ed25519Sha256 => {
-                let PrivateKeyDer::Pkcs8(p8) = der else {
-                    return Err(malformed("Ed25519 keys must be PKCS#8".into()));
-                };
-                let k = Ed25519Key::from_pkcs8_maybe_unchecked_der(p8.secret_pkcs8_der())
-                    .map_err(|e| malformed(e.to_string()))?;
-                (KeyPair::Ed25519(k), None)
-            }
-        };
+        let loaded = parsed
+            .load()
+            .map_err(|e: KeyError| malformed(e.to_string()))?;
+        let (pair, public_key, bits) = (loaded.pair, loaded.public_key, loaded.bits);
         Ok((
             SelectorKey {
                 selector: selector.to_string(),
@@ -166,5 +144,36 @@ impl SelectorKey {
             },
             problems,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dkim::keygen::{generate, pem_encode, write_private_key};
+    use rustls_pki_types::pem::PemObject;
+
+    #[test]
+    fn loads_pkcs1_and_pkcs8_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let rsa = generate(Algorithm::RsaSha256, 2048).unwrap();
+        let der =
+            rustls_pki_types::PrivatePkcs8KeyDer::from_pem_slice(rsa.pkcs8_pem.as_bytes()).unwrap();
+        let inner = pkcs8::PrivateKeyInfo::try_from(der.secret_pkcs8_der())
+            .unwrap()
+            .private_key;
+        let pkcs1 = dir.path().join("pkcs1.pem");
+        write_private_key(&pkcs1, &pem_encode("RSA PRIVATE KEY", inner)).unwrap();
+        let pkcs8 = dir.path().join("pkcs8.pem");
+        write_private_key(&pkcs8, &rsa.pkcs8_pem).unwrap();
+        for path in [&pkcs1, &pkcs8] {
+            let (key, problems) = SelectorKey::load("s1", Algorithm::RsaSha256, path).unwrap();
+            assert_eq!(key.public_key, rsa.public_key);
+            assert_eq!(key.bits, Some(2048));
+            assert!(problems.is_empty(), "{problems:?}");
+        }
+        // The same file configured as Ed25519 names the mismatch.
+        let err = SelectorKey::load("s1", Algorithm::Ed25519Sha256, &pkcs8).unwrap_err();
+        assert!(err.to_string().contains("an RSA key"), "{err}");
     }
 }

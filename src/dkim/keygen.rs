@@ -4,7 +4,9 @@
 //! (RSA keys: verifiers refuse < 1024 bits, signers should use ≥ 2048) and RFC 8463 (Ed25519: `p=`
 //! holds the raw 32-byte public key, not a SubjectPublicKeyInfo). Keys are generated with aws-lc-rs
 //! and stored as PKCS#8 PEM; RSA keys in the older PKCS#1 PEM form are also accepted on input,
-//! because `openssl genrsa` and many existing DKIM setups still produce them.
+//! because `openssl genrsa` and many existing DKIM setups still produce them. Reading a key back
+//! (its structure, size and public half) is [`super::private_key`]'s job, with RustCrypto's
+//! `pkcs8`/`pkcs1` codecs rather than a DER reader of our own.
 
 use super::Algorithm;
 use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
@@ -12,8 +14,6 @@ use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use rustls_pki_types::PrivateKeyDer;
-use rustls_pki_types::pem::PemObject;
 use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
@@ -122,66 +122,17 @@ pub fn generate(algorithm: Algorithm, bits: u32) -> Result<GeneratedKey, KeyErro
     }
 }
 
-/// Extracts the `p=` public key (before base64) from a private key PEM.
+/// Extracts the `p=` public key (before base64) from a private key PEM (one parse, through
+/// [`super::private_key`]).
 pub fn public_key_from_pem(algorithm: Algorithm, pem: &str) -> Result<Vec<u8>, KeyError> {
-    let der = parse_private_pem(pem)?;
-    match algorithm {
-        Algorithm::RsaSha256 => {
-            let parsed = match &der {
-                PrivateKeyDer::Pkcs1(k) => RsaKeyPair::from_der(k.secret_pkcs1_der()),
-                PrivateKeyDer::Pkcs8(k) => {
-                    check_pkcs8_kind(k.secret_pkcs8_der(), algorithm)?;
-                    RsaKeyPair::from_pkcs8(k.secret_pkcs8_der())
-                }
-                _ => {
-                    return Err(KeyError::WrongKeyType {
-                        expected: algorithm,
-                        found: "an EC (SEC1) key",
-                    });
-                }
-            };
-            let pair = match parsed {
-                Ok(pair) => pair,
-                Err(err) => {
-                    // aws-lc-rs rejects < 2048-bit keys with an opaque error; say why instead.
-                    if let Some(bits) = rsa_bits_from_der(&der).filter(|b| *b < 2048) {
-                        return Err(KeyError::RsaKeyUnusable { bits });
-                    }
-                    return Err(KeyError::InvalidKey(err.to_string()));
-                }
-            };
-            let spki: PublicKeyX509Der<'static> = pair
-                .public_key()
-                .as_der()
-                .map_err(|_| KeyError::InvalidKey("cannot encode RSA public key".into()))?;
-            Ok(spki.as_ref().to_vec())
-        }
-        Algorithm::Ed25519Sha256 => {
-            let PrivateKeyDer::Pkcs8(k) = &der else {
-                if matches!(der, PrivateKeyDer::Pkcs1(_)) {
-                    return Err(KeyError::WrongKeyType {
-                        expected: algorithm,
-                        found: "an RSA key",
-                    });
-                }
-                return Err(KeyError::Ed25519NotPkcs8);
-            };
-            check_pkcs8_kind(k.secret_pkcs8_der(), algorithm)?;
-            let pair = Ed25519KeyPair::from_pkcs8(k.secret_pkcs8_der())
-                .map_err(|e| KeyError::InvalidKey(e.to_string()))?;
-            Ok(pair.public_key().as_ref().to_vec())
-        }
-    }
+    Ok(super::private_key::read(algorithm, pem)?.public_key)
 }
 
 /// The modulus size of an RSA private key in PKCS#8 or PKCS#1 PEM. Works for any size (also
 /// ones the signing library would refuse), so callers can report "your key is 1024 bits".
 pub fn rsa_modulus_bits(pem: &str) -> Result<usize, KeyError> {
-    let der = parse_private_pem(pem)?;
-    if let PrivateKeyDer::Pkcs8(k) = &der {
-        check_pkcs8_kind(k.secret_pkcs8_der(), Algorithm::RsaSha256)?;
-    }
-    rsa_bits_from_der(&der)
+    super::private_key::inspect(Algorithm::RsaSha256, pem)?
+        .bits
         .ok_or_else(|| KeyError::InvalidKey("cannot find the RSA modulus in the key".into()))
 }
 
@@ -227,7 +178,7 @@ pub fn write_private_key(path: &Path, pem: &str) -> Result<(), KeyError> {
 }
 
 /// PEM with 64-column base64 lines (RFC 7468 §2).
-fn pem_encode(label: &str, der: &[u8]) -> String {
+pub(crate) fn pem_encode(label: &str, der: &[u8]) -> String {
     let b64 = STANDARD.encode(der);
     let mut out = String::with_capacity(b64.len() + b64.len() / 64 + 64);
     out.push_str("-----BEGIN ");
@@ -247,109 +198,6 @@ fn pem_encode(label: &str, der: &[u8]) -> String {
     out
 }
 
-fn parse_private_pem(pem: &str) -> Result<PrivateKeyDer<'static>, KeyError> {
-    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| KeyError::Pem(e.to_string()))
-}
-
-// --- Minimal DER reading: just enough to find the algorithm OID and the RSA modulus. ---
-
-const OID_RSA_ENCRYPTION: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
-const OID_ED25519: &[u8] = &[0x2b, 0x65, 0x70];
-
-/// Reads one DER TLV; returns (tag, contents, rest). Only definite lengths (DER has no others).
-fn der_tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        let (len_bytes, rest) = rest.split_at(n);
-        let len = len_bytes
-            .iter()
-            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
-        (len, rest)
-    };
-    if rest.len() < len {
-        return None;
-    }
-    let (contents, rest) = rest.split_at(len);
-    Some((tag, contents, rest))
-}
-
-/// PKCS#8: SEQUENCE { INTEGER version, SEQUENCE { OID alg, … }, OCTET STRING privateKey, … }.
-/// Returns (algorithm OID, inner private key bytes).
-fn pkcs8_parts(der: &[u8]) -> Option<(&[u8], &[u8])> {
-    let (0x30, seq, _) = der_tlv(der)? else {
-        return None;
-    };
-    let (0x02, _, rest) = der_tlv(seq)? else {
-        return None;
-    };
-    let (0x30, alg, rest) = der_tlv(rest)? else {
-        return None;
-    };
-    let (0x06, oid, _) = der_tlv(alg)? else {
-        return None;
-    };
-    let (0x04, key, _) = der_tlv(rest)? else {
-        return None;
-    };
-    Some((oid, key))
-}
-
-fn check_pkcs8_kind(der: &[u8], expected: Algorithm) -> Result<(), KeyError> {
-    let (oid, _) = pkcs8_parts(der)
-        .ok_or_else(|| KeyError::InvalidKey("not a valid PKCS#8 structure".into()))?;
-    let found = if oid == OID_RSA_ENCRYPTION {
-        Algorithm::RsaSha256
-    } else if oid == OID_ED25519 {
-        Algorithm::Ed25519Sha256
-    } else {
-        return Err(KeyError::WrongKeyType {
-            expected,
-            found: "a key of another type (neither RSA nor Ed25519)",
-        });
-    };
-    if found == expected {
-        Ok(())
-    } else {
-        Err(KeyError::WrongKeyType {
-            expected,
-            found: match found {
-                Algorithm::RsaSha256 => "an RSA key",
-                Algorithm::Ed25519Sha256 => "an Ed25519 key",
-            },
-        })
-    }
-}
-
-/// RSAPrivateKey (RFC 8017 A.1.2): SEQUENCE { INTEGER version, INTEGER modulus, … }.
-fn rsa_bits_from_der(der: &PrivateKeyDer<'_>) -> Option<usize> {
-    let pkcs1 = match der {
-        PrivateKeyDer::Pkcs1(k) => k.secret_pkcs1_der(),
-        PrivateKeyDer::Pkcs8(k) => pkcs8_parts(k.secret_pkcs8_der())?.1,
-        _ => return None,
-    };
-    let (0x30, seq, _) = der_tlv(pkcs1)? else {
-        return None;
-    };
-    let (0x02, _, rest) = der_tlv(seq)? else {
-        return None;
-    };
-    let (0x02, modulus, _) = der_tlv(rest)? else {
-        return None;
-    };
-    // INTEGERs carry a leading 0x00 when the top bit is set; skip all leading zero bytes.
-    let start = modulus.iter().position(|b| *b != 0)?;
-    let significant = &modulus[start..];
-    let top = significant.first()?;
-    Some((significant.len() - 1) * 8 + (8 - top.leading_zeros() as usize))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,11 +208,16 @@ mod tests {
     use mail_auth::dkim::DkimSigner;
     use mail_auth::hickory_resolver::config::{ResolverConfig, ResolverOpts};
     use mail_auth::{AuthenticatedMessage, DkimResult, MessageAuthenticator, ResolverCache, Txt};
-    use rustls_pki_types::PrivatePkcs8KeyDer;
+    use pkcs1::der::Encode as _;
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
     use std::borrow::Borrow;
     use std::collections::HashMap;
     use std::hash::Hash;
     use std::os::unix::fs::PermissionsExt as _;
+
+    /// rsaEncryption (1.2.840.113549.1.1.1), DER contents octets.
+    const OID_RSA_ENCRYPTION: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];
 
     /// A fixed TXT cache for the DKIM key lookup; anything else is "not found".
     struct KeyCache(HashMap<Box<str>, String>);
@@ -485,6 +338,8 @@ mod tests {
                 .windows(OID_RSA_ENCRYPTION.len())
                 .any(|w| w == OID_RSA_ENCRYPTION)
         );
+        let spki = pkcs8::SubjectPublicKeyInfoRef::try_from(rsa.public_key.as_slice()).unwrap();
+        assert_eq!(spki.algorithm.oid, pkcs1::ALGORITHM_OID);
         assert_eq!(rsa_modulus_bits(&rsa.pkcs8_pem).unwrap(), 2048);
         assert!(
             dkim_txt_value(Algorithm::Ed25519Sha256, &ed.public_key)
@@ -524,7 +379,9 @@ mod tests {
         let k = generate(Algorithm::RsaSha256, 2048).unwrap();
         // Re-wrap the inner RSAPrivateKey as PKCS#1 ("BEGIN RSA PRIVATE KEY").
         let der = PrivatePkcs8KeyDer::from_pem_slice(k.pkcs8_pem.as_bytes()).unwrap();
-        let (_, inner) = pkcs8_parts(der.secret_pkcs8_der()).unwrap();
+        let inner = pkcs8::PrivateKeyInfo::try_from(der.secret_pkcs8_der())
+            .unwrap()
+            .private_key;
         let pkcs1_pem = pem_encode("RSA PRIVATE KEY", inner);
         assert!(pkcs1_pem.starts_with("-----BEGIN RSA PRIVATE KEY-----"));
         assert_eq!(
@@ -567,13 +424,22 @@ mod tests {
     fn rsa_bits_of_small_key_is_reported() {
         // A syntactically valid (not mathematically valid) 1024-bit PKCS#1 key: only the modulus
         // length matters for rsa_modulus_bits, and the signer refuses it with a clear message.
-        let mut modulus = vec![0x00, 0xC0];
+        let mut modulus = vec![0xC0];
         modulus.extend(std::iter::repeat_n(0x11, 127));
-        let mut body = vec![0x02, 0x01, 0x00, 0x02, 0x81, modulus.len() as u8];
-        body.extend(&modulus);
-        body.extend([0x02, 0x03, 0x01, 0x00, 0x01]);
-        let mut der = vec![0x30, 0x81, body.len() as u8];
-        der.extend(&body);
+        let one = pkcs1::UintRef::new(&[1]).unwrap();
+        let der = pkcs1::RsaPrivateKey {
+            modulus: pkcs1::UintRef::new(&modulus).unwrap(),
+            public_exponent: pkcs1::UintRef::new(&[1, 0, 1]).unwrap(),
+            private_exponent: one,
+            prime1: one,
+            prime2: one,
+            exponent1: one,
+            exponent2: one,
+            coefficient: one,
+            other_prime_infos: None,
+        }
+        .to_der()
+        .unwrap();
         let pem = pem_encode("RSA PRIVATE KEY", &der);
         assert_eq!(rsa_modulus_bits(&pem).unwrap(), 1024);
         let err = public_key_from_pem(Algorithm::RsaSha256, &pem).unwrap_err();

@@ -6,6 +6,7 @@
 pub mod domain;
 pub mod key;
 pub mod keygen;
+pub mod private_key;
 pub mod signer;
 
 use serde::{Deserialize, Serialize};

@@ -9,21 +9,19 @@
 //! DMARC guide, RFC 7489). The relay cannot see any of this while it signs.
 //!
 //! The evaluation functions take records and return [`Check`]s; they do no I/O, so each rule
-//! is unit-tested. [`diagnose`] fetches the records through a [`Lookup`] and calls them.
-//! The same DKIM rule ([`dkim_record`]) decides `require_published` at reload.
-
-pub mod lookup;
+//! is unit-tested. [`diagnose`] fetches the records through a [`Lookup`] (which lives in
+//! [`crate::dns::lookup`], as does the DKIM key-record rule [`crate::dns::dkim_record`] that also
+//! decides `require_published` at reload) and calls them. doctor is diagnosis plus wording.
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
-
 use crate::dkim::Algorithm;
 use crate::dkim::domain::{Domain, Domains};
 use crate::dkim::key::SelectorKey;
-pub use lookup::{HickoryLookup, Lookup, LookupError, NoLookup, StaticLookup};
+pub use crate::dns::dkim_record::tag_list;
+use crate::dns::dkim_record::{DkimRecordOutcome, DkimRecordProblem, tag};
+pub use crate::dns::lookup::{HickoryLookup, Lookup, LookupError, NoLookup, StaticLookup};
 
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -108,140 +106,38 @@ pub fn any_failed(checks: &[Check]) -> bool {
     checks.iter().any(|c| c.status == Status::Fail)
 }
 
-/// `tag=value` pairs of a DKIM key record or DMARC record (RFC 6376 §3.2 tag-list), names
-/// lowercased, values trimmed. Returns `None` when a non-empty element has no `=`.
-pub fn tag_list(value: &str) -> Option<Vec<(String, String)>> {
-    let mut out = Vec::new();
-    for part in value.split(';') {
-        let part = part.trim();
-        if part.is_empty() {
-            continue;
-        }
-        let (k, v) = part.split_once('=')?;
-        out.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-    }
-    Some(out)
-}
-
-fn tag<'a>(tags: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    tags.iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-}
-
-/// Whether a published `p=` (base64-decoded) is the public half of `key`. RSA keys are
-/// accepted as SubjectPublicKeyInfo (what keygen prints) or as the bare PKCS#1 RSAPublicKey
-/// some tools publish (the tail of the SPKI); mail-auth verifies with either.
-fn same_public_key(key: &SelectorKey, published: &[u8]) -> bool {
-    if published == key.public_key.as_slice() {
-        return true;
-    }
-    key.algorithm == Algorithm::RsaSha256
-        && published.len() >= 64
-        && key.public_key.ends_with(published)
-}
-
-/// Checks the TXT records at `SELECTOR._domainkey.DOMAIN` against the configured key: exactly
-/// one record, that parses, with `k=` matching the algorithm and `p=` equal to the key's
-/// public half. An empty `p=` (revoked) or another key (stale after rotation) fails.
+/// Checks the TXT records at `SELECTOR._domainkey.DOMAIN` against the configured key (the rule
+/// is [`crate::dns::dkim_record`]; this words the finding and the fix).
 pub fn dkim_record(domain: &str, key: &SelectorKey, records: &[String]) -> Check {
     let name = format!("{}._domainkey.{domain}", key.selector);
     let subject = format!("{name} TXT");
     let expected = crate::dkim::keygen::dkim_txt_value(key.algorithm, &key.public_key);
     let publish = format!("publish {name} TXT \"{expected}\" (`dkim-relay dns` prints it)");
-    let dkim: Vec<&String> = records
-        .iter()
-        .filter(|r| {
-            let t = r.trim_start();
-            t.starts_with("v=DKIM1") || t.contains("p=")
-        })
-        .collect();
-    match dkim.len() {
-        0 if records.is_empty() => {
-            return Check::fail(subject, "no DKIM key record", publish);
-        }
-        0 => {
-            return Check::fail(
-                subject,
-                format!("no DKIM key record among {} TXT record(s)", records.len()),
-                publish,
-            );
-        }
-        1 => {}
-        n => {
-            return Check::fail(
-                subject,
-                format!("{n} DKIM key records; verifiers may pick any of them"),
-                format!("keep only one: {publish}"),
-            );
-        }
-    }
-    let record = dkim[0];
-    let Some(tags) = tag_list(record) else {
-        return Check::fail(
-            subject,
-            "the record does not parse as a DKIM tag list (tag=value; …)",
-            publish,
-        );
-    };
-    if let Some(v) = tag(&tags, "v")
-        && v != "DKIM1"
-    {
-        return Check::fail(subject, format!("v={v}: must be DKIM1"), publish);
-    }
-    let k = tag(&tags, "k").unwrap_or("rsa");
-    if !k.eq_ignore_ascii_case(key.algorithm.key_type()) {
-        return Check::fail(
+    match crate::dns::dkim_record::check(key, records) {
+        DkimRecordOutcome::Matches => Check::pass(
             subject,
             format!(
-                "k={k}, but the configured key is {} (k={})",
-                key.algorithm,
-                key.algorithm.key_type()
+                "published and matches {} ({})",
+                key.key_file.display(),
+                key.algorithm
             ),
-            publish,
-        );
-    }
-    let Some(p) = tag(&tags, "p") else {
-        return Check::fail(subject, "the record has no p= tag", publish);
-    };
-    let p: String = p.chars().filter(|c| !c.is_whitespace()).collect();
-    if p.is_empty() {
-        return Check::fail(
-            subject,
-            "p= is empty: the key is revoked, every signature with this selector fails",
-            format!("sign with a selector whose key is published, or {publish}"),
-        );
-    }
-    let Ok(published) = B64.decode(p.as_bytes()) else {
-        return Check::fail(subject, "p= is not valid base64", publish);
-    };
-    if !same_public_key(key, &published) {
-        return Check::fail(
-            subject,
-            format!(
-                "p= is a different key than {} (a stale record from before a rotation, or the \
-                 wrong file)",
-                key.key_file.display()
-            ),
-            publish,
-        );
-    }
-    let mut check = Check::pass(
-        subject,
-        format!(
-            "published and matches {} ({})",
-            key.key_file.display(),
-            key.algorithm
         ),
-    );
-    if tag(&tags, "t").is_some_and(|t| t.split(':').any(|f| f.trim() == "y")) {
-        check = Check::warn(
-            check.subject,
+        DkimRecordOutcome::Testing => Check::warn(
+            subject,
             "matches, but t=y (testing): receivers may treat signatures as unsigned",
             "remove t=y once signing works",
-        );
+        ),
+        DkimRecordOutcome::Problem(problem) => {
+            let fix = match problem {
+                DkimRecordProblem::Several(_) => format!("keep only one: {publish}"),
+                DkimRecordProblem::Revoked => {
+                    format!("sign with a selector whose key is published, or {publish}")
+                }
+                _ => publish,
+            };
+            Check::fail(subject, problem.to_string(), fix)
+        }
     }
-    check
 }
 
 /// Key size and rotation age of one selector.

@@ -7,6 +7,8 @@ use std::time::{Duration, SystemTime};
 use super::*;
 use crate::config::{self, Snapshot};
 use crate::dkim::keygen::dkim_txt_value;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
 
 fn demo_key(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

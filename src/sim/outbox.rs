@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::verdict::Verdict;
+use super::verdict::{DkimOutcome, DkimVerdict, Verdict};
 
 /// A mailbox-simulator recipient and what happened to it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -18,8 +18,9 @@ pub struct SimOutcome {
     pub outcome: String,
 }
 
-/// The metadata stored beside each delivered message. (Only `Serialize`/`Deserialize`/`Debug`
-/// are asked of the verdict type.)
+/// The metadata stored beside each delivered message. The verdict's results serialise as the
+/// Authentication-Results words (`pass`, `softfail`, …), so records stay readable across
+/// versions.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Record {
     pub id: String,
@@ -146,33 +147,17 @@ pub fn show(dir: &Path, id: &str) -> Result<(Record, Vec<u8>), OutboxError> {
 }
 
 /// `dkim=pass spf=pass dmarc=pass`: the best DKIM result (aligned pass, any pass, first),
-/// SPF and DMARC. Read through the verdict's JSON form, so only its field names matter.
+/// SPF and DMARC, each the Authentication-Results word of its result enum.
 pub fn auth_summary(v: &Verdict) -> String {
-    let json = serde_json::to_value(v).unwrap_or_default();
-    let text = |v: &serde_json::Value| -> String {
-        match v {
-            serde_json::Value::String(s) if !s.is_empty() => s.to_ascii_lowercase(),
-            serde_json::Value::Null => "none".into(),
-            other => other.to_string().trim_matches('"').to_ascii_lowercase(),
-        }
-    };
-    let dkims: Vec<&serde_json::Value> = json["dkim"]
-        .as_array()
-        .map(|a| a.iter().collect())
-        .unwrap_or_default();
-    let pass = |d: &&serde_json::Value| text(&d["result"]) == "pass";
-    let dkim = dkims
+    let pass = |d: &&DkimVerdict| d.result == DkimOutcome::Pass;
+    let dkim = v
+        .dkim
         .iter()
-        .find(|d| pass(d) && d["aligned"].as_bool() == Some(true))
-        .or_else(|| dkims.iter().find(|d| pass(d)))
-        .or(dkims.first())
-        .map(|d| text(&d["result"]))
-        .unwrap_or_else(|| "none".into());
-    format!(
-        "dkim={dkim} spf={} dmarc={}",
-        text(&json["spf"]["result"]),
-        text(&json["dmarc"]["result"])
-    )
+        .find(|d| pass(d) && d.aligned)
+        .or_else(|| v.dkim.iter().find(pass))
+        .or(v.dkim.first())
+        .map_or("none", |d| d.result.as_str());
+    format!("dkim={dkim} spf={} dmarc={}", v.spf.result, v.dmarc.result)
 }
 
 fn cut(s: &str, max: usize) -> String {
@@ -267,4 +252,26 @@ pub fn format_show(record: &Record, eml: &[u8]) -> String {
     out.push('\n');
     out.push_str(&String::from_utf8_lossy(eml));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A verdict as the outbox stored it when results were strings: it still loads, writes back
+    /// byte-identical, and summarises from the enums.
+    const STORED: &str = r#"{"dkim":[{"domain":"example.org","selector":"s1","algorithm":"rsa-sha256","result":"fail","reason":"x","aligned":true},{"domain":"example.org","selector":"e1","algorithm":"ed25519-sha256","result":"pass","reason":"signature verified","aligned":true}],"spf":{"domain":"amazonses.com","result":"softfail","aligned":false,"reason":"y"},"dmarc":{"from_domain":"example.org","result":"pass","policy":"","disposition":"none","record":null,"reason":"z"}}"#;
+
+    #[test]
+    fn stored_verdicts_round_trip_and_summarise() {
+        let v: Verdict = serde_json::from_str(STORED).unwrap();
+        assert_eq!(serde_json::to_string(&v).unwrap(), STORED);
+        assert_eq!(auth_summary(&v), "dkim=pass spf=softfail dmarc=pass");
+        let mut none = v.clone();
+        none.dkim.clear();
+        assert_eq!(auth_summary(&none), "dkim=none spf=softfail dmarc=pass");
+        let mut failing = v;
+        failing.dkim.truncate(1);
+        assert_eq!(auth_summary(&failing), "dkim=fail spf=softfail dmarc=pass");
+    }
 }

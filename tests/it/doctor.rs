@@ -8,7 +8,8 @@ use std::time::{Duration, SystemTime};
 use crate::support::dns_server::{DnsServer, Zone};
 use dkim_relay::config;
 use dkim_relay::dkim::{Algorithm, keygen};
-use dkim_relay::doctor::{self, Check, HickoryLookup, Status};
+use dkim_relay::dns::HickoryLookup;
+use dkim_relay::doctor::{self, Check, Status};
 
 struct Setup {
     _dir: tempfile::TempDir,

@@ -7,8 +7,8 @@ use std::process::Command;
 
 use dkim_relay::dkim::Algorithm;
 use dkim_relay::dkim::key::SelectorKey;
-use dkim_relay::dns::{self, Record, RecordData};
-use dkim_relay::sim::verdict::{DnsView, verdict};
+use dkim_relay::dns::{self, DnsView, Record, RecordData};
+use dkim_relay::sim::verdict::verdict;
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dkim::DkimSigner;
 

@@ -1,5 +1,6 @@
-//! DNS lookups for `doctor` and the `require_published` check, behind a small trait so the
-//! evaluation can be tested with a static table and run for real against any name server.
+//! DNS look-ups for `doctor` and the `require_published` check, behind a small trait so the
+//! evaluation can be tested with a static table and run for real against any name server. The
+//! resolver's own settings ([`ResolverSettings`], the config's `[dns]` section) live here too.
 //!
 //! "Does not exist" (NXDOMAIN) and "no record of that type" (NODATA) are both an empty answer:
 //! for every check here they mean the same thing, "not published". Only failures to get an
@@ -18,7 +19,17 @@ use mail_auth::hickory_resolver::net::runtime::TokioRuntimeProvider;
 use mail_auth::hickory_resolver::proto::rr::RData;
 use mail_auth::hickory_resolver::{Resolver, TokioResolver};
 
-use crate::config::DnsSettings;
+use super::norm;
+use super::view::DnsView;
+
+/// `[dns]`, resolved: which name server the look-ups ask, and how long each may take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolverSettings {
+    /// `None`: the system resolver configuration.
+    pub nameserver: Option<SocketAddr>,
+    /// Per lookup.
+    pub timeout: Duration,
+}
 
 /// Why a lookup produced no answer (as opposed to an empty one).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,8 +47,6 @@ pub trait Lookup: Send + Sync {
     fn mx<'a>(&'a self, name: &'a str) -> LookupFuture<'a, Vec<(u16, String)>>;
 }
 
-use crate::sim::verdict::{DnsView, norm};
-
 /// Lookups through hickory-resolver: one name server over UDP and TCP, or the system's
 /// resolv.conf. No cache, so a record published a moment ago is seen.
 pub struct HickoryLookup {
@@ -48,7 +57,7 @@ pub struct HickoryLookup {
 impl HickoryLookup {
     /// A resolver for `settings`: its `nameserver` (UDP, then TCP for truncated answers) or the
     /// system configuration.
-    pub fn new(settings: &DnsSettings) -> Result<HickoryLookup, LookupError> {
+    pub fn new(settings: &ResolverSettings) -> Result<HickoryLookup, LookupError> {
         Self::with(settings.nameserver, settings.timeout)
     }
 
@@ -165,7 +174,7 @@ impl StaticLookup {
     }
 
     /// The records a domain would serve after publishing `records`.
-    pub fn from_records(records: &[crate::dns::Record]) -> Self {
+    pub fn from_records(records: &[super::Record]) -> Self {
         StaticLookup {
             view: DnsView::from_records(records),
             failing: Vec::new(),

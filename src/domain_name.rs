@@ -36,6 +36,15 @@ pub fn normalize(domain: &str) -> Option<String> {
     ok.then_some(ascii)
 }
 
+/// A DNS owner name as it is looked up and compared: trimmed, without the root dot, ASCII
+/// lower case. Unlike [`normalize`] it refuses nothing and does no IDNA: owner names such as
+/// `_dmarc.example.org` or `s1._domainkey.example.org` are not host names, and what is looked
+/// up was normalised when it entered the configuration.
+pub fn dns_name(name: &str) -> String {
+    let n = name.trim();
+    n.strip_suffix('.').unwrap_or(n).to_ascii_lowercase()
+}
+
 /// The name itself, then each parent up to the last label: `a.b.c` → `a.b.c`, `b.c`, `c`.
 /// Works on the text as given (normalise first).
 pub fn parents(name: &str) -> impl Iterator<Item = &str> {
@@ -85,6 +94,15 @@ mod tests {
         ] {
             assert_eq!(normalize(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn dns_names_keep_underscores() {
+        assert_eq!(dns_name(" _DMARC.Example.ORG. "), "_dmarc.example.org");
+        assert_eq!(
+            dns_name("s1._domainkey.example.org"),
+            "s1._domainkey.example.org"
+        );
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! "comment"}]`, TXT values unsplit and MX values as `"10 host"` (no presentation escaping, so a
 //! script can feed them to any DNS API).
 
-use super::norm as norm_name;
 use super::records::{Record, RecordData};
+use crate::domain_name::dns_name;
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize)]
@@ -21,14 +21,14 @@ pub fn format_json(records: &[Record]) -> String {
     let rows: Vec<JsonRecord> = records
         .iter()
         .map(|r| JsonRecord {
-            name: norm_name(&r.name),
+            name: dns_name(&r.name),
             rtype: r.data.rtype().into(),
             value: match &r.data {
                 RecordData::Txt(v) => v.clone(),
                 RecordData::Mx {
                     preference,
                     exchange,
-                } => format!("{preference} {}", norm_name(exchange)),
+                } => format!("{preference} {}", dns_name(exchange)),
             },
             comment: r.comment.clone(),
         })

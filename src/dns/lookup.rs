@@ -19,8 +19,8 @@ use mail_auth::hickory_resolver::net::runtime::TokioRuntimeProvider;
 use mail_auth::hickory_resolver::proto::rr::RData;
 use mail_auth::hickory_resolver::{Resolver, TokioResolver};
 
-use super::norm;
 use super::view::DnsView;
+use crate::domain_name::dns_name;
 
 /// `[dns]`, resolved: which name server the look-ups ask, and how long each may take.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,7 +124,7 @@ impl HickoryLookup {
 impl Lookup for HickoryLookup {
     fn txt<'a>(&'a self, name: &'a str) -> LookupFuture<'a, Vec<String>> {
         Box::pin(async move {
-            let fqdn = format!("{}.", norm(name));
+            let fqdn = format!("{}.", dns_name(name));
             let data = self
                 .records(name, "TXT", self.resolver.txt_lookup(fqdn))
                 .await?;
@@ -145,14 +145,14 @@ impl Lookup for HickoryLookup {
 
     fn mx<'a>(&'a self, name: &'a str) -> LookupFuture<'a, Vec<(u16, String)>> {
         Box::pin(async move {
-            let fqdn = format!("{}.", norm(name));
+            let fqdn = format!("{}.", dns_name(name));
             let data = self
                 .records(name, "MX", self.resolver.mx_lookup(fqdn))
                 .await?;
             Ok(data
                 .into_iter()
                 .filter_map(|d| match d {
-                    RData::MX(m) => Some((m.preference, norm(&m.exchange.to_ascii()))),
+                    RData::MX(m) => Some((m.preference, dns_name(&m.exchange.to_ascii()))),
                     _ => None,
                 })
                 .collect())
@@ -196,11 +196,11 @@ impl StaticLookup {
 
     /// Lookups of `name` fail (as a timeout would).
     pub fn fail(&mut self, name: &str) {
-        self.failing.push(norm(name));
+        self.failing.push(dns_name(name));
     }
 
     fn check(&self, name: &str) -> Result<(), LookupError> {
-        if self.failing.contains(&norm(name)) {
+        if self.failing.contains(&dns_name(name)) {
             Err(LookupError(format!("{name}: timed out")))
         } else {
             Ok(())

@@ -33,6 +33,6 @@ pub use zone::{ZoneError, format_zone, parse_zone};
 
 /// A DNS name as this module keys and prints it: trimmed, no trailing dot, lower case (names
 /// compare case-insensitively, RFC 4343). The one normaliser of `dns/`.
-pub fn norm(name: &str) -> String {
+pub fn dns_name(name: &str) -> String {
     name.trim().trim_end_matches('.').to_ascii_lowercase()
 }

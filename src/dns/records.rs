@@ -7,9 +7,9 @@
 //! Records are kept as data ([`Record`]); how they are written out is the formats' business
 //! ([`super::zone`], [`super::route53`], [`super::json`]), so every format prints the same set.
 
-use super::norm as norm_name;
 use crate::dkim::Algorithm;
 use crate::dkim::keygen::dkim_txt_value;
+use crate::domain_name::dns_name;
 use serde::{Deserialize, Serialize};
 
 /// TTL written into generated records. An hour keeps key rotation and fixes reasonably quick.
@@ -81,7 +81,7 @@ pub struct DomainRecordsInput {
 /// The records `input.domain` must publish, in a stable order: DKIM selectors, MAIL FROM MX,
 /// MAIL FROM SPF, DMARC.
 pub fn domain_records(input: &DomainRecordsInput) -> Vec<Record> {
-    let domain = norm_name(&input.domain);
+    let domain = dns_name(&input.domain);
     let mut out = Vec::with_capacity(input.selectors.len() + 3);
     for s in &input.selectors {
         let state = if s.active {
@@ -90,7 +90,7 @@ pub fn domain_records(input: &DomainRecordsInput) -> Vec<Record> {
             "published only: not used for signing (keep it during key rotation)"
         };
         out.push(Record {
-            name: format!("{}._domainkey.{domain}", norm_name(&s.selector)),
+            name: format!("{}._domainkey.{domain}", dns_name(&s.selector)),
             data: RecordData::Txt(dkim_txt_value(s.algorithm, &s.public_key)),
             comment: Some(format!(
                 "DKIM selector {} ({}), {state}",
@@ -98,7 +98,7 @@ pub fn domain_records(input: &DomainRecordsInput) -> Vec<Record> {
             )),
         });
     }
-    let mail_from = norm_name(&input.mail_from);
+    let mail_from = dns_name(&input.mail_from);
     if !mail_from.is_empty() {
         let region = input.region.trim().to_ascii_lowercase();
         out.push(Record {
@@ -134,7 +134,7 @@ pub fn domain_records(input: &DomainRecordsInput) -> Vec<Record> {
 /// (`email-smtp.R.api.aws`), China (`….amazonaws.com.cn`) and VPC endpoint
 /// (`vpce-….email-smtp.R.vpce.amazonaws.com`) names.
 pub fn region_from_host(host: &str) -> Option<String> {
-    let host = norm_name(host);
+    let host = dns_name(host);
     let labels: Vec<&str> = host.split('.').collect();
     let pos = labels
         .iter()

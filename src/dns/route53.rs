@@ -5,9 +5,9 @@
 //! name/type twice is rejected) and record values in zone-file presentation form, so TXT values
 //! are quoted and split exactly as in [`super::zone`].
 
-use super::norm as norm_name;
 use super::records::{DEFAULT_TTL, Record, RecordData};
 use super::text::{Tok, rdata_text, tokenize};
+use crate::domain_name::dns_name;
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize)]
@@ -50,7 +50,7 @@ struct R53Value {
 pub fn format_route53(records: &[Record]) -> String {
     let mut changes: Vec<R53Change> = Vec::new();
     for r in records {
-        let name = format!("{}.", norm_name(&r.name));
+        let name = format!("{}.", dns_name(&r.name));
         let rtype = r.data.rtype();
         let value = R53Value {
             value: rdata_text(&r.data),
@@ -104,7 +104,7 @@ pub fn parse_route53(json: &str) -> Result<Vec<Record>, Route53Error> {
             rtype: set.rtype.clone(),
             message,
         };
-        let name = norm_name(&set.name);
+        let name = dns_name(&set.name);
         for v in &set.records {
             let data = match set.rtype.to_ascii_uppercase().as_str() {
                 "TXT" => {
@@ -135,7 +135,7 @@ pub fn parse_route53(json: &str) -> Result<Vec<Record>, Route53Error> {
                         preference: p
                             .parse()
                             .map_err(|_| invalid(format!("bad MX preference '{p}'")))?,
-                        exchange: norm_name(e),
+                        exchange: dns_name(e),
                     }
                 }
                 other => return Err(invalid(format!("unsupported record type {other}"))),

@@ -6,8 +6,8 @@
 //! bytes is several strings, RFC 1035 §3.3 / RFC 6376 §3.6.2.2, which verifiers concatenate), so
 //! both share this one writer and one lexer instead of each escaping on its own.
 
-use super::norm as norm_name;
 use super::records::{MAX_TXT_CHUNK, RecordData};
+use crate::domain_name::dns_name;
 
 /// Splits a TXT value into character-strings of at most 255 bytes, never inside a UTF-8
 /// sequence. An empty value is one empty string (a TXT record needs at least one).
@@ -61,7 +61,7 @@ pub(super) fn rdata_text(data: &RecordData) -> String {
         RecordData::Mx {
             preference,
             exchange,
-        } => format!("{preference} {}.", norm_name(exchange)),
+        } => format!("{preference} {}.", dns_name(exchange)),
     }
 }
 

@@ -8,8 +8,8 @@
 
 use std::collections::HashMap;
 
-use super::norm;
 use super::records::{Record, RecordData};
+use crate::domain_name::dns_name;
 
 /// A local, read-only view of DNS: name (lowercase, no trailing dot) → TXT strings and MX.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -41,27 +41,27 @@ impl DnsView {
     /// Adds one TXT record (its full, joined value) at `name`.
     pub fn add_txt(&mut self, name: &str, value: &str) {
         self.txt
-            .entry(norm(name))
+            .entry(dns_name(name))
             .or_default()
             .push(value.to_string());
     }
 
     pub fn add_mx(&mut self, name: &str, preference: u16, exchange: &str) {
         self.mx
-            .entry(norm(name))
+            .entry(dns_name(name))
             .or_default()
-            .push((preference, norm(exchange)));
+            .push((preference, dns_name(exchange)));
     }
 
     /// The MX records at `name` (empty if none).
     pub fn mx(&self, name: &str) -> &[(u16, String)] {
-        self.mx.get(&norm(name)).map_or(&[], Vec::as_slice)
+        self.mx.get(&dns_name(name)).map_or(&[], Vec::as_slice)
     }
 
     /// Removes every record at `name`.
     pub fn remove(&mut self, name: &str) {
-        self.txt.remove(&norm(name));
-        self.mx.remove(&norm(name));
+        self.txt.remove(&dns_name(name));
+        self.mx.remove(&dns_name(name));
     }
 
     /// Every name holding TXT records, with its values (normalised names, any order).
@@ -76,7 +76,7 @@ impl DnsView {
 
     /// The TXT values at `name` (empty if none).
     pub fn txt(&self, name: &str) -> &[String] {
-        self.txt.get(&norm(name)).map_or(&[], Vec::as_slice)
+        self.txt.get(&dns_name(name)).map_or(&[], Vec::as_slice)
     }
 }
 

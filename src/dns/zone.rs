@@ -6,9 +6,9 @@
 //! domain publishes), skips other common types so a whole zone can be fed in, and names the
 //! line of anything it cannot read.
 
-use super::norm as norm_name;
 use super::records::{DEFAULT_TTL, Record, RecordData};
 use super::text::{Tok, rdata_text, tokenize};
+use crate::domain_name::dns_name;
 
 /// A zone-file fragment (RFC 1035 master format): absolute names, TTL 3600, class IN, long TXT
 /// values split into quoted strings, the record's comment after `;`.
@@ -17,7 +17,7 @@ pub fn format_zone(records: &[Record]) -> String {
     for r in records {
         out.push_str(&format!(
             "{}. {DEFAULT_TTL} IN {} {}",
-            norm_name(&r.name),
+            dns_name(&r.name),
             r.data.rtype(),
             rdata_text(&r.data)
         ));
@@ -67,11 +67,11 @@ fn qualify(name: &str, origin: Option<&str>) -> String {
         return origin.unwrap_or_default().to_string();
     }
     if name.ends_with('.') {
-        return norm_name(name);
+        return dns_name(name);
     }
     match origin {
-        Some(o) if !o.is_empty() => format!("{}.{o}", norm_name(name)),
-        _ => norm_name(name),
+        Some(o) if !o.is_empty() => format!("{}.{o}", dns_name(name)),
+        _ => dns_name(name),
     }
 }
 
@@ -125,7 +125,7 @@ pub fn parse_zone(text: &str) -> Result<Vec<Record>, ZoneError> {
             it.next();
             match directive.as_str() {
                 "$ORIGIN" => match it.next() {
-                    Some(Tok::Word(o)) => origin = Some(norm_name(&qualify(&o, origin.as_deref()))),
+                    Some(Tok::Word(o)) => origin = Some(dns_name(&qualify(&o, origin.as_deref()))),
                     _ => return Err(err("$ORIGIN needs a domain name".into())),
                 },
                 "$TTL" => {}

@@ -15,6 +15,7 @@ use rand::Rng;
 
 use super::config::{ScriptStep, SimSettings};
 use super::session::Transaction;
+use crate::domain_name;
 use crate::message::headers::Message;
 use crate::smtp::codec::DataError;
 use crate::smtp::reply::Reply;
@@ -187,22 +188,16 @@ pub fn is_verified(settings: &SimSettings, address: &str) -> bool {
     if settings.identities.contains(&address) {
         return true;
     }
-    let Some((_, mut domain)) = address.rsplit_once('@') else {
+    let Some((_, domain)) = address.rsplit_once('@') else {
         return false;
     };
-    loop {
-        if settings
+    // A verified domain covers its subdomains (SES identities).
+    domain_name::parents(domain).any(|d| {
+        settings
             .identities
             .iter()
-            .any(|i| !i.contains('@') && i == domain)
-        {
-            return true;
-        }
-        match domain.split_once('.') {
-            Some((_, parent)) if !parent.is_empty() => domain = parent,
-            _ => return false,
-        }
-    }
+            .any(|i| !i.contains('@') && i == d)
+    })
 }
 
 /// The header value unfolded and trimmed, as SES lists it.

@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use super::dmarc::aligned;
 use super::outcome::DkimOutcome;
-use crate::dns::{DnsView, norm};
+use crate::dns::DnsView;
+use crate::domain_name::dns_name;
 
 /// One DKIM-Signature's outcome.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -86,7 +87,7 @@ pub(super) fn verdicts(
         .map(|o| {
             let (result, reason) = outcome(o.result());
             let (domain, selector, algorithm) = match o.signature() {
-                Some(s) => (norm(&s.d), s.s.clone(), algorithm_name(s.a).to_string()),
+                Some(s) => (dns_name(&s.d), s.s.clone(), algorithm_name(s.a).to_string()),
                 None => (String::new(), String::new(), String::new()),
             };
             let is_aligned = aligned(dns, &domain, from_domain, adkim);

@@ -22,6 +22,7 @@ use super::dkim::DkimVerdict;
 use super::outcome::{DkimOutcome, DmarcOutcome, DmarcPolicy, SpfOutcome};
 use super::spf::SpfVerdict;
 use crate::dns::DnsView;
+use crate::domain_name;
 
 /// The DMARC outcome for the header From domain.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -48,19 +49,13 @@ pub struct DmarcVerdict {
 /// Records go through mail-auth's own `Dmarc` parser, so what counts as a record is the same.
 fn dmarc_walk(view: &DnsView, domain: &str) -> Vec<(String, Dmarc, String)> {
     let mut found = Vec::new();
-    let mut name = domain;
-    loop {
-        if name.contains('.') {
-            for raw in view.txt(&format!("_dmarc.{name}")) {
-                if let Ok(record) = Dmarc::parse(raw.as_bytes()) {
-                    found.push((name.to_string(), record, raw.clone()));
-                    break;
-                }
+    // A top-level domain alone never holds the policy.
+    for name in domain_name::parents(domain).filter(|n| n.contains('.')) {
+        for raw in view.txt(&format!("_dmarc.{name}")) {
+            if let Ok(record) = Dmarc::parse(raw.as_bytes()) {
+                found.push((name.to_string(), record, raw.clone()));
+                break;
             }
-        }
-        match name.split_once('.') {
-            Some((_, rest)) if !rest.is_empty() => name = rest,
-            _ => break,
         }
     }
     found

@@ -27,7 +27,8 @@ pub use self::dmarc::DmarcVerdict;
 pub use self::outcome::{DkimOutcome, DmarcOutcome, DmarcPolicy, SpfOutcome};
 pub use self::spf::SpfVerdict;
 /// The view moved to [`crate::dns::view`]; re-exported for the simulator and tests.
-pub use crate::dns::{DnsView, norm};
+pub use crate::dns::DnsView;
+use crate::domain_name::dns_name;
 use offline::OfflineDns;
 
 /// The address the simulator pretends SES delivered from. It is the IP in a real SES
@@ -58,7 +59,7 @@ pub struct Verdict {
 fn address_domain(addr: &str) -> Option<String> {
     let addr = addr.trim().trim_start_matches('<').trim_end_matches('>');
     let (_, domain) = addr.rsplit_once('@')?;
-    let domain = norm(domain);
+    let domain = dns_name(domain);
     (!domain.is_empty()).then_some(domain)
 }
 

@@ -21,9 +21,7 @@ pub struct Zone {
     mx: HashMap<String, Vec<(u16, String)>>,
 }
 
-fn norm(n: &str) -> String {
-    n.trim().trim_end_matches('.').to_ascii_lowercase()
-}
+use dkim_relay::domain_name::dns_name as norm;
 
 impl Zone {
     pub fn from_records(records: &[ZoneRecord]) -> Zone {

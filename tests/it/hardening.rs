@@ -421,7 +421,8 @@ async fn error_cap_closes_with_421() {
 }
 
 /// One byte a second never completes a command: command_timeout counts from the first wait.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// The paused clock: the timeout fires as soon as nothing else can happen.
+#[tokio::test(start_paused = true)]
 async fn slow_command_client_is_cut_off() {
     let (_u, relay) = start(|o| o.server_extra = toml! { command_timeout_secs = 1 }).await;
     let mut tcp = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
@@ -453,7 +454,8 @@ async fn slow_command_client_is_cut_off() {
 }
 
 /// One byte at a time during DATA resets no clock: data_total_timeout ends it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// The paused clock: the timeout fires as soon as nothing else can happen.
+#[tokio::test(start_paused = true)]
 async fn slow_data_client_is_cut_off_and_nothing_is_relayed() {
     let (upstream, relay) = start(|o| {
         o.server_extra = toml! { data_timeout_secs = 5 data_total_timeout_secs = 1 };

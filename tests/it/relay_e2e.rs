@@ -1036,7 +1036,8 @@ async fn concurrent_clients_share_a_bounded_pool() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// The paused clock: the timeout fires as soon as nothing else can happen.
+#[tokio::test(start_paused = true)]
 async fn silent_upstream_times_out_with_451() {
     let upstream = TestUpstream::start(UpstreamOptions {
         finals: vec![Final::Silent],

@@ -356,7 +356,7 @@ async fn sending_rate_and_daily_quota() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn idle_timeout_sends_451_and_closes() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = settings(dir.path());

@@ -10,19 +10,24 @@ use dkim_relay::smtp::{command, reply::ReplyParser};
 use proptest::prelude::*;
 
 fn smtpish() -> impl Strategy<Value = Vec<u8>> {
-    // Bytes biased towards what matters to framing: CR, LF, dots, NUL, colons, spaces.
-    prop::collection::vec(
-        prop_oneof![
-            4 => any::<u8>(),
-            2 => Just(b'\r'),
-            2 => Just(b'\n'),
-            2 => Just(b'.'),
-            1 => Just(0u8),
-            1 => Just(b':'),
-            1 => Just(b' '),
-        ],
-        0..2048,
-    )
+    // Bytes biased towards what matters to framing: CR, LF, dots, NUL, colons, spaces. Drawn as
+    // (class, byte) pairs and mapped, not through a per-byte `prop_oneof!`: the same
+    // distribution (4/13 any byte, 2/13 each CR, LF and dot, 1/13 each NUL, colon and space)
+    // at a fraction of the generation cost in an unoptimized test build.
+    prop::collection::vec((0u8..13, any::<u8>()), 0..2048).prop_map(|pairs| {
+        pairs
+            .into_iter()
+            .map(|(class, byte)| match class {
+                0..=3 => byte,
+                4 | 5 => b'\r',
+                6 | 7 => b'\n',
+                8 | 9 => b'.',
+                10 => 0,
+                11 => b':',
+                _ => b' ',
+            })
+            .collect()
+    })
 }
 
 proptest! {

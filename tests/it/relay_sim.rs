@@ -2,19 +2,17 @@
 //! real TCP, STARTTLS and AUTH between them, and the simulator's verdict on what arrived.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use crate::support::{Keys, SmtpClient};
-use dkim_relay::config::{self, UpstreamTarget, reload::Live};
-use dkim_relay::relay::Relay;
+use dkim_relay::config;
+use dkim_relay::daemon;
 use dkim_relay::sim::outbox;
 
 struct Staging {
     _dir: tempfile::TempDir,
     outbox: std::path::PathBuf,
     addr: std::net::SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
+    running: daemon::Running,
 }
 
 async fn staging(extra_domain: &str) -> Staging {
@@ -32,42 +30,21 @@ async fn staging(extra_domain: &str) -> Staging {
     let path = dir.path().join("config.toml");
     std::fs::write(&path, &text).unwrap();
     let snapshot = config::load(&path).unwrap();
-    let UpstreamTarget::Simulator(settings) = &snapshot.upstream.target else {
-        panic!("not a simulator config")
-    };
-    let (endpoint, sim) = dkim_relay::sim::relay_upstream::start(settings, &snapshot.domains)
-        .await
-        .unwrap();
-    let outbox = sim.outbox.clone();
-    let listeners = dkim_relay::server::bind(&snapshot.server.listen)
-        .await
-        .unwrap();
-    let addr = listeners[0].local_addr().unwrap();
-    let live = Live::new(&path, snapshot);
-    let relay = Relay::new(Some(endpoint));
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        dkim_relay::relay::protocol::run(listeners, live, Arc::clone(&relay), async {
-            let _ = rx.await;
-        })
-        .await;
-        sim.shutdown().await;
-    });
+    // Started as `serve` starts it: the embedded simulator resolved once, at start.
+    let running = daemon::start(&path, snapshot).await.unwrap();
+    let outbox = running.simulator().unwrap().outbox.clone();
     Staging {
         _dir: dir,
         outbox,
-        addr,
-        stop: Some(tx),
-        task,
+        addr: running.addrs.smtp[0],
+        running,
     }
 }
 
 impl Staging {
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        let _ = self.task.await;
+    async fn stop(self) {
+        let stopped = self.running.shutdown().await;
+        assert_eq!(stopped.aborted, 0);
     }
 }
 

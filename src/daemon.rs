@@ -174,9 +174,7 @@ pub async fn start_with(
                 .map_err(StartError::EmbeddedSimulator)?,
         ),
     };
-    let listeners = bind_all(&snapshot.server)
-        .await
-        .map_err(StartError::Bind)?;
+    let listeners = bind_all(&snapshot.server).await.map_err(StartError::Bind)?;
     let mut addrs = Addrs {
         smtp: Vec::new(),
         implicit_tls: Vec::new(),

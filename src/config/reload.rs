@@ -49,9 +49,8 @@ pub struct Reloaded {
 
 impl Live {
     pub fn new(path: &Path, snapshot: Snapshot) -> Self {
-        let (relay, _) = tokio::sync::watch::channel(Arc::new(super::assemble::relay_settings(
-            &snapshot,
-        )));
+        let (relay, _) =
+            tokio::sync::watch::channel(Arc::new(super::assemble::relay_settings(&snapshot)));
         Live {
             relay: Arc::new(relay),
             current: Arc::new(RwLock::new((0, Arc::new(snapshot)))),

@@ -142,3 +142,94 @@ async fn simulator_refusals_reach_the_client_verbatim() {
     assert!(outbox::list(&st.outbox).unwrap_or_default().is_empty());
     st.stop().await;
 }
+
+/// The composition root end to end: `daemon::start` with the embedded simulator, a message, a
+/// reload of an allowed setting (the relay's own settings follow it), another message, then a
+/// graceful shutdown that stops the simulator too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_starts_relays_reloads_and_stops_with_its_simulator() {
+    let st = staging("").await;
+    let sim_addr = st.running.addrs.simulator.expect("the simulator's address");
+    assert!(st.running.addrs.implicit_tls.is_empty());
+    let mut settings = st.running.live.relay_settings();
+    assert_eq!(settings.borrow().session.max_recipients, 50);
+    assert_eq!(
+        settings.borrow().upstream.endpoint.as_ref().map(|e| e.port),
+        Some(sim_addr.port())
+    );
+
+    let mut c = SmtpClient::connect(st.addr).await;
+    c.cmd("EHLO app.test").await;
+    let r = c
+        .transaction(
+            "app@example.org",
+            &["someone@example.net"],
+            &message("app@example.org", "before"),
+        )
+        .await;
+    assert_eq!(r.code, 250, "{r}");
+    c.quit().await;
+
+    // An allowed change: applied, published to the relay, the simulator's endpoint kept.
+    let path = st.running.live.path().to_path_buf();
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("[server]\n", "[server]\nmax_recipients = 2\n"),
+    )
+    .unwrap();
+    let reloaded = st.running.reload().await.unwrap();
+    assert_eq!(reloaded.snapshot.server.max_recipients, 2);
+    assert!(settings.has_changed().unwrap());
+    assert_eq!(settings.borrow_and_update().session.max_recipients, 2);
+    assert_eq!(
+        settings.borrow().upstream.endpoint.as_ref().map(|e| e.port),
+        Some(sim_addr.port())
+    );
+
+    let mut c = SmtpClient::connect(st.addr).await;
+    c.cmd("EHLO app.test").await;
+    let r = c
+        .transaction(
+            "app@example.org",
+            &["a@example.net", "b@example.net"],
+            &message("app@example.org", "after"),
+        )
+        .await;
+    assert_eq!(r.code, 250, "{r}");
+    let id = r.lines[0].strip_prefix("Ok ").unwrap().to_string();
+    assert_eq!(find(&st.outbox, &id).0.verdict.dmarc.result, "pass");
+    c.quit().await;
+
+    let relay_addr = st.addr;
+    st.stop().await;
+    // Both the relay and its simulator have stopped listening.
+    assert!(tokio::net::TcpStream::connect(relay_addr).await.is_err());
+    assert!(tokio::net::TcpStream::connect(sim_addr).await.is_err());
+}
+
+/// A start that cannot bind is a typed error naming the address, and leaves nothing running
+/// (the embedded simulator it had started is stopped again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_start_that_cannot_bind_is_an_error_naming_the_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::shared();
+    let rsa = dir.path().join("s1.pem");
+    dkim_relay::dkim::keygen::write_private_key(&rsa, &keys.org_rsa.pkcs8_pem).unwrap();
+    let text = format!(
+        "[server]\nlisten = \"{addr}\"\n[upstream]\nsimulator = true\n\
+         [simulator]\noutbox = \"outbox\"\n\
+         [domains.\"example.org\"]\nmail_from = \"mail.example.org\"\nsign = [\"s1\"]\n\
+         [domains.\"example.org\".selectors.s1]\nalgorithm = \"rsa-sha256\"\nkey_file = \"{}\"\n",
+        rsa.display()
+    );
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, &text).unwrap();
+    let err = daemon::start(&path, config::load(&path).unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, daemon::StartError::Bind(_)), "{err:?}");
+    assert!(err.to_string().contains(&addr.to_string()), "{err}");
+}

@@ -14,9 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dkim_relay::config::{self, reload::Live};
+use dkim_relay::daemon;
 use dkim_relay::dkim::{Algorithm, keygen};
 use dkim_relay::doctor::StaticLookup;
-use dkim_relay::daemon;
 use dkim_relay::sim::verdict::{DnsView, verdict};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};

@@ -23,9 +23,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use dkim_relay::config::reload::Live;
+use dkim_relay::daemon;
 use dkim_relay::dkim::Algorithm;
 use dkim_relay::dkim::keygen::{self, GeneratedKey};
-use dkim_relay::daemon;
 use dkim_relay::server::{self, Stopped};
 use dkim_relay::sim::verdict::{DkimVerdict, DnsView, verdict};
 use dkim_relay::smtp::codec::dot_stuff;

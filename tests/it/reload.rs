@@ -742,6 +742,7 @@ async fn reload_that_changes_listen_is_refused_and_keeps_the_running_config() {
     files.write(&files.text("sa", None, ""));
     let relay = start_relay(&files.path(), None).await;
     let before = relay.live.snapshot();
+    let relay_settings = relay.live.relay_settings();
 
     // A new listen address (and a new selector, which alone would be fine): refused whole.
     files.write(
@@ -775,6 +776,8 @@ async fn reload_that_changes_listen_is_refused_and_keeps_the_running_config() {
     let err = relay.live.reload_checked().await.unwrap_err();
     assert!(err.iter().any(|d| d.key == "upstream.simulator"), "{err:?}");
     assert!(Arc::ptr_eq(&before, &relay.live.snapshot()));
+    // Nothing reached the relay: its settings were never swapped.
+    assert!(!relay_settings.has_changed().unwrap());
 
     // Mail still flows, signed with the running selector.
     let (code, text) = send_message(relay.addr, "l1", async {}).await;

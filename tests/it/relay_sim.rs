@@ -233,3 +233,41 @@ async fn daemon_start_that_cannot_bind_is_an_error_naming_the_address() {
     assert!(matches!(err, daemon::StartError::Bind(_)), "{err:?}");
     assert!(err.to_string().contains(&addr.to_string()), "{err}");
 }
+
+/// The standalone simulator (`dkim-relay ses-sim`) starts through the composition root too: it
+/// listens, writes its generated CA beside its configuration, and stops; a bad file is a typed
+/// error naming the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_starts_the_standalone_simulator() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sim.toml");
+    std::fs::write(
+        &path,
+        "region = \"us-east-1\"\noutbox = \"outbox\"\nstarttls_listen = \"127.0.0.1:0\"\n\
+         implicit_listen = \"off\"\n[accounts.AKIAIOSFODNN7EXAMPLE]\n\
+         secret = \"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\"\n",
+    )
+    .unwrap();
+    let sim = daemon::start_simulator(&path).await.unwrap();
+    let ca = dir.path().join("ses-sim-ca.pem");
+    assert_eq!(sim.ca_path.as_deref(), Some(ca.as_path()));
+    assert!(
+        std::fs::read_to_string(&ca)
+            .unwrap()
+            .contains("BEGIN CERTIFICATE")
+    );
+    let addr = sim.starttls_addr;
+    let mut c = SmtpClient::connect(addr).await;
+    assert_eq!(c.cmd("EHLO app.test").await.code, 250);
+    c.quit().await;
+    sim.shutdown().await;
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+
+    std::fs::write(&path, "max_conections = 3\n").unwrap();
+    let err = daemon::start_simulator(&path).await.unwrap_err();
+    assert!(
+        matches!(err, daemon::StartError::SimulatorConfig(_)),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("max_conections"), "{err}");
+}

@@ -73,11 +73,3 @@ impl Settings {
         &self.shell.hostname
     }
 }
-
-/// A [`Current`] that never changes (tests, tools).
-pub fn fixed(settings: Settings) -> Current {
-    let (tx, rx) = tokio::sync::watch::channel(Arc::new(settings));
-    // The receiver keeps the value readable after the sender is gone.
-    drop(tx);
-    rx
-}

@@ -3,17 +3,23 @@
 //! # Layout
 //!
 //! Data flows one way: client bytes → [`server::connection`] → [`smtp::codec`] →
-//! [`smtp::session`] (with the config [`config::Snapshot`] taken at accept) → at end of DATA
+//! [`smtp::session`] (with the [`relay::Settings`] in force at accept) → at end of DATA
 //! [`relay`]: [`message`] (header From → domain, SES header policy, envelope rewrite) →
 //! [`dkim::signer`] → [`upstream`] (pooled, verified TLS, AUTH) → the upstream's reply → client.
 //!
 //! Layers, imports pointing down only (checked by `tests/layering.rs`):
 //!
-//! - assembly: [`cli`] — the subcommands (thin); [`config`] — TOML → validated `Snapshot`
-//!   that builds each module's own settings type; atomic reload that refuses restart-only
-//!   changes; the watcher; every default in [`config::defaults`].
+//! - assembly: [`cli`] — the subcommands (thin: load, start, wait for signals);
+//!   [`daemon`] — the composition root: starts a relay (embedded simulator resolved once,
+//!   listeners, live configuration, watcher) or the standalone simulator, and returns its
+//!   addresses and a handle to reload and stop it; [`config`] — TOML → validated `Snapshot`
+//!   that builds each module's own settings type ([`config::assemble`] builds
+//!   [`relay::Settings`]); atomic reload that refuses restart-only changes and publishes the
+//!   relay's new settings; the watcher; every default in [`config::defaults`].
 //! - services: [`server`] — listener (limits, graceful shutdown) and the connection driver
-//!   (timeouts); [`relay`] — the pipeline for one message; [`upstream`] — TLS + AUTH SMTP
+//!   (timeouts); [`relay`] — the pipeline for one message, the relay protocol on the shell, and
+//!   its own settings ([`relay::settings`]: shell settings, session rules, domains, upstream)
+//!   read through a watch channel a reload swaps; [`upstream`] — TLS + AUTH SMTP
 //!   client and pool, its settings in [`upstream::settings`], DATA dot-stuffed on the fly in
 //!   [`upstream::framing`]; [`sim`] — the SES SMTP simulator:
 //!   SES rules and rewrites, outbox, DKIM/SPF/DMARC verdicts; [`doctor`] — DNS diagnosis.
@@ -32,6 +38,7 @@
 pub mod budget;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod dkim;
 pub mod dns;
 pub mod doctor;

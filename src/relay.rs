@@ -6,17 +6,18 @@
 //! a 250 when the upstream said 250, and then it gets the upstream's own text (SES message id).
 
 pub mod protocol;
+pub mod settings;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use crate::config::{Endpoint, Snapshot};
 use crate::dkim::signer;
 use crate::message::{self, Envelope};
 use crate::smtp::reply::Reply;
 use crate::upstream::pool::{Delivery, Pool};
 use crate::upstream::{UpstreamError, ses_message_id};
+pub use settings::Settings;
 
 /// Who sent a message, for the log line.
 #[derive(Debug, Clone)]
@@ -25,45 +26,42 @@ pub struct ClientInfo {
     pub addr: SocketAddr,
 }
 
-/// Long-lived relay state: the upstream pool (kept across reloads while the upstream settings
-/// stay the same) and, in staging, the embedded simulator's endpoint.
+/// Long-lived relay state: the upstream pool, kept across reloads while the upstream settings
+/// stay the same. The settings themselves come with each message (those its connection was
+/// accepted with).
 pub struct Relay {
     pool: Mutex<Option<Arc<Pool>>>,
-    /// The embedded SES simulator, when `[upstream] simulator = true`.
-    embedded: Option<Endpoint>,
 }
 
 impl Relay {
-    pub fn new(embedded: Option<Endpoint>) -> Arc<Relay> {
+    pub fn new() -> Arc<Relay> {
         Arc::new(Relay {
             pool: Mutex::new(None),
-            embedded,
         })
     }
 
-    /// The pool for this snapshot's upstream, reusing the current one when nothing changed.
-    fn pool_for(&self, snapshot: &Snapshot) -> Result<Arc<Pool>, String> {
-        // Resolved once, when the relay started (the embedded simulator's endpoint rides in
-        // every snapshot); `embedded` only serves callers that still hand it to `Relay::new`.
-        let endpoint = snapshot
+    /// The pool for these settings' upstream, reusing the current one when nothing changed.
+    fn pool_for(&self, settings: &Settings) -> Result<Arc<Pool>, String> {
+        // The endpoint was resolved once, when the relay started (for the embedded simulator,
+        // its own listener); it rides in every settings value a reload builds.
+        let endpoint = settings
             .upstream
             .endpoint
             .clone()
-            .or_else(|| self.embedded.clone())
             .ok_or_else(|| "the embedded SES simulator is not running".to_string())?;
         let mut slot = match self.pool.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
         if let Some(pool) = slot.as_ref()
-            && pool.serves(&endpoint, &snapshot.upstream.pool)
+            && pool.serves(&endpoint, &settings.upstream.pool)
         {
             return Ok(Arc::clone(pool));
         }
         let pool = Pool::new(
             endpoint,
-            snapshot.upstream.pool.clone(),
-            snapshot.server.hostname.clone(),
+            settings.upstream.pool.clone(),
+            settings.hostname().to_string(),
         )?;
         *slot = Some(Arc::clone(&pool));
         Ok(pool)
@@ -80,10 +78,11 @@ impl Relay {
         }
     }
 
-    /// Relays one message and returns the reply for the client.
+    /// Relays one message with the settings its connection was accepted with (`snapshot`)
+    /// and returns the reply for the client.
     pub async fn deliver(
         &self,
-        snapshot: &Snapshot,
+        snapshot: &Settings,
         client: &ClientInfo,
         envelope: Envelope,
         data: Vec<u8>,

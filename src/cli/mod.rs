@@ -9,7 +9,7 @@ use crate::config::{self, Diagnostic, Severity};
 
 pub mod serve;
 
-pub use serve::serve;
+pub use serve::{serve, ses_sim};
 
 /// Logs go to stderr; `RUST_LOG` refines the level (default `info`).
 pub fn init_logging() {
@@ -317,20 +317,6 @@ pub fn records_for(snapshot: &config::Snapshot) -> Vec<crate::dns::Record> {
         ));
     }
     out
-}
-
-/// `dkim-relay ses-sim`: the simulator on its own, until SIGINT/SIGTERM.
-pub fn ses_sim(path: &Path) -> ExitCode {
-    let Some(runtime) = runtime() else {
-        return ExitCode::FAILURE;
-    };
-    match runtime.block_on(crate::sim::run_standalone(path)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
 }
 
 fn print_or_fail(result: anyhow::Result<String>) -> ExitCode {

@@ -12,13 +12,15 @@
 //! the simulator's ([`crate::sim::config`]) — and hands them down. Nothing below it imports
 //! `config` (checked by `tests/layering.rs`); the types re-exported here are theirs.
 //!
-//! Files: [`raw`] (the TOML shape), `validate` (one file per section; the only place that
+//! Files: [`raw`] (the TOML shape), [`assemble`] (builds the relay's own settings, shell
+//! settings included, from a snapshot), `validate` (one file per section; the only place that
 //! reads the files a configuration names), [`defaults`] (every default and bound, checked against
 //! `config.toml.example`), `describe` (`dkim-relay check` output), [`reload`] (the live handle
 //! and atomic swap), [`restart`] (settings a reload refuses), [`watch`] (polls every file read),
 //! and [`publish`] — the `require_published` gate: a newly active selector signs only once DNS
 //! serves its key (the name is historical; read it as "publication check").
 
+pub mod assemble;
 pub mod defaults;
 mod describe;
 pub mod publish;

@@ -1,7 +1,10 @@
 //! The live configuration: an `Arc<Snapshot>` behind a lock, replaced whole.
 //!
 //! Readers take a clone of the `Arc` (cheap) and keep it for the whole session, so a
-//! transaction never sees half of an old and half of a new configuration.
+//! transaction never sees half of an old and half of a new configuration. With every swap the
+//! relay's own settings ([`crate::relay::Settings`], built by [`super::assemble`]) are published
+//! on a `tokio::sync::watch` channel ([`Live::relay_settings`]): the relay reads those, never the
+//! snapshot.
 //!
 //! A reload builds and validates a complete new snapshot ([`super::load`]), refuses it when it
 //! changes a setting that needs a restart ([`super::restart`]: listeners, the simulator switch,
@@ -18,6 +21,7 @@ use std::sync::{Arc, RwLock};
 
 use super::{Diagnostic, Endpoint, Snapshot, UpstreamTarget};
 use crate::dns::{HickoryLookup, Lookup, NoLookup};
+use crate::relay;
 
 /// Shared handle to the configuration in force.
 #[derive(Clone)]
@@ -30,6 +34,9 @@ pub struct Live {
     lookup: Option<Arc<dyn Lookup>>,
     /// The embedded simulator's endpoint, resolved once when it started.
     embedded: Option<Endpoint>,
+    /// The relay's settings built from the snapshot in force (sent under the write lock, so
+    /// they follow the snapshots' order).
+    relay: Arc<tokio::sync::watch::Sender<Arc<relay::Settings>>>,
 }
 
 /// A successful reload: the snapshot now in force and what `require_published` held back.
@@ -42,7 +49,10 @@ pub struct Reloaded {
 
 impl Live {
     pub fn new(path: &Path, snapshot: Snapshot) -> Self {
+        let (relay, _) =
+            tokio::sync::watch::channel(Arc::new(super::assemble::relay_settings(&snapshot)));
         Live {
+            relay: Arc::new(relay),
             current: Arc::new(RwLock::new((0, Arc::new(snapshot)))),
             path: path.to_path_buf(),
             tickets: Arc::new(AtomicU64::new(1)),
@@ -63,6 +73,8 @@ impl Live {
             };
             if let Some(snapshot) = Arc::get_mut(&mut g.1) {
                 resolve_embedded(snapshot, Some(&endpoint));
+                self.relay
+                    .send_replace(Arc::new(super::assemble::relay_settings(snapshot)));
             }
         }
         self.embedded = Some(endpoint);
@@ -91,6 +103,11 @@ impl Live {
         &self.path
     }
 
+    /// The relay's settings in force, swapped whole with every reload.
+    pub fn relay_settings(&self) -> relay::settings::Current {
+        self.relay.subscribe()
+    }
+
     /// The snapshot in force now.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         match self.current.read() {
@@ -101,12 +118,14 @@ impl Live {
 
     /// Swaps `fresh` in unless a newer reload already did.
     fn swap(&self, ticket: u64, fresh: Arc<Snapshot>) -> Arc<Snapshot> {
+        let settings = Arc::new(super::assemble::relay_settings(&fresh));
         let mut g = match self.current.write() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
         if ticket > g.0 {
             *g = (ticket, Arc::clone(&fresh));
+            self.relay.send_replace(settings);
         }
         Arc::clone(&g.1)
     }

@@ -545,3 +545,52 @@ fn the_snapshot_lists_every_file_it_read() {
     ];
     assert_eq!(snap.files, want);
 }
+
+#[test]
+fn the_relay_settings_are_built_from_the_snapshot() {
+    let keys = Keys::new();
+    let k = keys.write("s1.pem", Algorithm::RsaSha256);
+    let text = config(&format!(
+        "[server]\nhostname = \"relay.example.org\"\nmax_recipients = 7\nmax_errors = 4\n\
+         allow_networks = [\"10.0.0.0/8\"]\n{}",
+        domain(&k, "")
+    ));
+    let snap = load_str(Path::new("t.toml"), &text).unwrap();
+    let s = assemble::relay_settings(&snap);
+    assert_eq!(s.hostname(), "relay.example.org");
+    assert_eq!(s.shell.max_command_line, assemble::MAX_COMMAND_LINE);
+    assert_eq!(s.shell.max_message_size, snap.server.max_message_size);
+    assert_eq!(s.shell.session_timeout, Some(snap.server.session_timeout));
+    assert!(!s.shell.command_timeout_is_idle);
+    assert_eq!(s.session.max_recipients, 7);
+    assert_eq!(s.session.max_errors, 4);
+    assert_eq!(s.session.allow_networks.len(), 1);
+    assert!(s.domain_for("example.org").is_some());
+    assert_eq!(s.upstream.profile, snap.upstream.profile);
+    // A simulator configuration: no endpoint until the simulator listens.
+    assert!(s.upstream.endpoint.is_none());
+
+    // `Live` publishes the embedded simulator's endpoint to the relay, once.
+    let endpoint = Endpoint {
+        host: "127.0.0.1".into(),
+        port: 2587,
+        tls: TlsMode::StartTls,
+        ca_file: None,
+        extra_ca_pem: None,
+        username: "AKIAEXAMPLE".into(),
+        password: SecretEq(Secret::new("pw".into())),
+    };
+    let live = reload::Live::new(Path::new("t.toml"), snap);
+    let mut current = live.relay_settings();
+    assert!(current.borrow().upstream.endpoint.is_none());
+    let live = live.with_embedded(endpoint.clone());
+    assert!(current.has_changed().unwrap());
+    assert_eq!(
+        current.borrow_and_update().upstream.endpoint.as_ref(),
+        Some(&endpoint)
+    );
+    assert_eq!(
+        live.relay_settings().borrow().upstream.endpoint.as_ref(),
+        Some(&endpoint)
+    );
+}

@@ -2,139 +2,41 @@
 //! (`smtp::session`) per connection, AUTH checked on the blocking pool, and each complete
 //! message handed to [`Relay::deliver`].
 //!
-//! The shell's settings are built from the `[server]` section of the configuration snapshot in
-//! force when a connection is accepted (cached while the snapshot stays the same), so a reload
-//! applies to new connections and a connection keeps the snapshot it started with.
+//! The settings in force are read from a [`Current`] (built by `config`, swapped whole by a
+//! reload) at every accept: a reload applies to new connections and a connection keeps the
+//! settings it started with.
 //!
 //! The relay's own wording of the shell's events: `421 4.7.0 <host> Too many connections`,
 //! `554 5.5.1` on pregreet, `421 4.4.2` on a command or DATA timeout, `421 4.3.2 <host> Service
 //! shutting down`. AUTH: a bounded number of password checks (argon2, ~19 MiB each) run at
 //! once; a failure is answered only after `auth_failure_delay`; credentials are never logged.
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
-use tokio::net::TcpListener;
 use tokio::time::Instant;
 
+use super::settings::{Current, Settings as RelaySettings};
 use super::{ClientInfo, Relay};
-use crate::config::Snapshot;
-use crate::config::reload::Live;
-use crate::server::{self, Action, Listener, Mode, Notice, Peer, Settings, Stopped, TlsSettings};
+use crate::server::{self, Action, Notice, Peer, Settings};
 use crate::smtp::codec::{DataError, LineError};
 use crate::smtp::reply::Reply;
 use crate::smtp::session::{self, Limits, Session};
 
-/// RFC 5321 §4.5.3.1.4: 512 octets for a command line, CRLF included.
-const MAX_COMMAND_LINE: usize = 510;
-
-/// Upper bound on writing one batch of replies to a client that does not read.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The shell's settings for a `[server]` section.
-pub fn shell_settings(s: &crate::config::Server) -> Settings {
-    Settings {
-        hostname: s.hostname.clone(),
-        max_connections: s.max_connections,
-        max_connections_per_ip: s.max_connections_per_ip,
-        tls: s.tls.as_ref().map(|t| TlsSettings {
-            acceptor: tokio_rustls::TlsAcceptor::from(Arc::clone(&t.config)),
-            handshake_timeout: t.handshake_timeout,
-        }),
-        greeting_delay: s.greeting_delay,
-        max_command_line: MAX_COMMAND_LINE,
-        bare_newline: s.bare_newline,
-        max_message_size: s.max_message_size,
-        max_header_size: s.max_header_size,
-        command_timeout: s.command_timeout,
-        command_timeout_is_idle: false,
-        data_timeout: s.data_timeout,
-        data_total_timeout: Some(s.data_total_timeout),
-        session_timeout: Some(s.session_timeout),
-        write_timeout: WRITE_TIMEOUT,
-        reply_delay: Duration::ZERO,
-        shutdown_grace: s.shutdown_grace,
-    }
-}
-
-/// Binds every address of the configuration: `listen` (plaintext SMTP, STARTTLS when
-/// configured) and `[server.tls] implicit_listen` (RFC 8314 implicit TLS).
-pub async fn bind_all(server: &crate::config::Server) -> std::io::Result<Vec<Listener>> {
-    let mut out = Vec::new();
-    for tcp in server::bind(&server.listen).await? {
-        out.push(Listener::new(tcp, Mode::Plain));
-    }
-    if let Some(tls) = &server.tls {
-        for tcp in server::bind(&tls.implicit_listen).await? {
-            out.push(Listener::new(tcp, Mode::ImplicitTls));
-        }
-    }
-    Ok(out)
-}
-
-/// Serves plaintext listeners until `shutdown` completes, then drains.
-pub async fn run(
-    listeners: Vec<TcpListener>,
-    live: Live,
-    relay: Arc<Relay>,
-    shutdown: impl Future<Output = ()>,
-) -> Stopped {
-    let listeners = listeners
-        .into_iter()
-        .map(|tcp| Listener::new(tcp, Mode::Plain))
-        .collect();
-    run_listeners(listeners, live, relay, shutdown).await
-}
-
-/// Serves until `shutdown` completes, then drains and closes the upstream pool.
-pub async fn run_listeners(
-    listeners: Vec<Listener>,
-    live: Live,
-    relay: Arc<Relay>,
-    shutdown: impl Future<Output = ()>,
-) -> Stopped {
-    server::serve(
-        listeners,
-        Arc::new(RelayProtocol::new(live, relay)),
-        shutdown,
-    )
-    .await
-}
-
-/// The relay protocol: the live configuration and the long-lived relay state.
+/// The relay protocol: the settings in force and the long-lived relay state.
 pub struct RelayProtocol {
-    live: Live,
+    current: Current,
     relay: Arc<Relay>,
-    /// The shell settings of the last snapshot seen.
-    cache: Mutex<Option<(Arc<Snapshot>, Arc<Settings>)>>,
 }
 
 impl RelayProtocol {
-    pub fn new(live: Live, relay: Arc<Relay>) -> RelayProtocol {
-        RelayProtocol {
-            live,
-            relay,
-            cache: Mutex::new(None),
-        }
+    pub fn new(current: Current, relay: Arc<Relay>) -> RelayProtocol {
+        RelayProtocol { current, relay }
     }
 
-    /// The snapshot in force and its shell settings.
-    fn current(&self) -> (Arc<Snapshot>, Arc<Settings>) {
-        let snapshot = self.live.snapshot();
-        let mut cache = match self.cache.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        if let Some((snap, settings)) = cache.as_ref()
-            && Arc::ptr_eq(snap, &snapshot)
-        {
-            return (snapshot, Arc::clone(settings));
-        }
-        let settings = Arc::new(shell_settings(&snapshot.server));
-        *cache = Some((Arc::clone(&snapshot), Arc::clone(&settings)));
-        (snapshot, settings)
+    /// The settings in force now.
+    fn current(&self) -> Arc<RelaySettings> {
+        Arc::clone(&self.current.borrow())
     }
 }
 
@@ -142,20 +44,21 @@ impl server::Protocol for RelayProtocol {
     type Handler = RelayHandler;
 
     fn settings(&self) -> Arc<Settings> {
-        self.current().1
+        Arc::clone(&self.current().shell)
     }
 
     fn accept(&self, peer: Peer) -> (Arc<Settings>, RelayHandler) {
-        let (snapshot, settings) = self.current();
-        let s = &snapshot.server;
+        let snapshot = self.current();
+        let settings = Arc::clone(&snapshot.shell);
+        let s = &snapshot.session;
         let allowed = s.allow_networks.iter().any(|n| n.contains(peer.addr.ip()));
         let session = Session::new(
             Limits {
-                hostname: s.hostname.clone(),
-                max_message_size: s.max_message_size,
+                hostname: settings.hostname.clone(),
+                max_message_size: settings.max_message_size,
                 max_recipients: s.max_recipients,
                 max_errors: s.max_errors,
-                starttls: s.tls.is_some(),
+                starttls: settings.tls.is_some(),
                 auth_users: !s.users.is_empty(),
                 auth_plaintext: s.auth_plaintext_loopback
                     && crate::net::is_loopback(peer.addr.ip()),
@@ -165,7 +68,10 @@ impl server::Protocol for RelayProtocol {
         );
         tracing::debug!(conn = peer.id, client = %peer.addr, allowed, "relay session");
         let handler = RelayHandler {
-            session_deadline: Instant::now() + s.session_timeout,
+            session_deadline: settings
+                .session_timeout
+                .map(|t| Instant::now() + t)
+                .unwrap_or_else(far_future),
             client: ClientInfo {
                 conn_id: peer.id,
                 addr: peer.addr,
@@ -185,7 +91,8 @@ impl server::Protocol for RelayProtocol {
 /// One relay connection.
 pub struct RelayHandler {
     client: ClientInfo,
-    snapshot: Arc<Snapshot>,
+    /// The settings this connection was accepted with.
+    snapshot: Arc<RelaySettings>,
     relay: Arc<Relay>,
     session: Session,
     session_deadline: Instant,
@@ -193,7 +100,7 @@ pub struct RelayHandler {
 
 impl RelayHandler {
     fn hostname(&self) -> &str {
-        &self.snapshot.server.hostname
+        self.snapshot.hostname()
     }
 
     fn peer(&self) -> SocketAddr {
@@ -208,7 +115,7 @@ impl RelayHandler {
         static VERIFIERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
         let conn_id = self.client.conn_id;
         let deadline =
-            (Instant::now() + self.snapshot.server.command_timeout).min(self.session_deadline);
+            (Instant::now() + self.snapshot.shell.command_timeout).min(self.session_deadline);
         let Ok(Ok(_permit)) = tokio::time::timeout_at(deadline, VERIFIERS.acquire()).await else {
             tracing::warn!(conn = conn_id, client = %self.peer(), "authentication not checked: verifiers busy");
             return session::Action::Reply(Reply::new(
@@ -220,7 +127,7 @@ impl RelayHandler {
         let snapshot = Arc::clone(&self.snapshot);
         let user_name = creds.username.clone();
         let checked = tokio::task::spawn_blocking(move || {
-            crate::users::authenticate(&snapshot.server.users, &creds.username, &creds.password)
+            crate::users::authenticate(&snapshot.session.users, &creds.username, &creds.password)
         })
         .await
         .unwrap_or(None);
@@ -232,11 +139,16 @@ impl RelayHandler {
             }
             None => {
                 tracing::info!(conn = conn_id, client = %self.peer(), user = ?shown, "authentication failed");
-                tokio::time::sleep(self.snapshot.server.auth_failure_delay).await;
+                tokio::time::sleep(self.snapshot.session.auth_failure_delay).await;
             }
         }
         self.session.auth_result(checked)
     }
+}
+
+/// A deadline that never comes (a session without a total timeout).
+fn far_future() -> Instant {
+    Instant::now() + std::time::Duration::from_secs(30 * 365 * 24 * 3600)
 }
 
 fn shell_action(action: session::Action) -> Action {

@@ -11,8 +11,8 @@
 //! shutting down) is asked of the protocol as a [`Notice`], so each words its own.
 //!
 //! Invariants: the shell does not import `config`, `relay` or `sim`; its [`Settings`] are built
-//! by each protocol (the relay from `config::Server` at every accept, so a reload applies to new
-//! connections; the simulator from its `SimSettings`). A connection keeps the settings it was
+//! by each protocol (the relay takes them from its `relay::Settings` at every accept, so a
+//! reload applies to new connections; the simulator from its `SimSettings`). A connection keeps the settings it was
 //! accepted with. Shutdown stops accepting, tells idle connections (the protocol's notice),
 //! lets transactions in flight finish within the grace period, then cuts what is left.
 

@@ -7,7 +7,7 @@
 //! - [`deliver`]: the delivered form (SES header rewrites, `d=amazonses.com` signature);
 //! - [`outbox`]: `<id>.eml` + `<id>.json` per accepted message, listing and formatting;
 //! - [`server`]: the simulator as a protocol of the shared server shell (`crate::server`);
-//!   `start`, `start_embedded`, `run_standalone`.
+//!   `start`, `start_embedded` (the standalone start is `daemon::start_simulator`).
 
 pub mod config;
 pub mod deliver;
@@ -20,5 +20,5 @@ pub mod verdict;
 
 pub use server::{
     EmbeddedCredentials, EmbeddedDomain, RunningSim, SimError, outbox_list_cli, outbox_show_cli,
-    run_standalone, start, start_embedded,
+    start, start_embedded,
 };

@@ -1,8 +1,9 @@
 //! The simulator as a protocol of the one server shell (`crate::server`): its shell settings
 //! (from `SimSettings`), its handler (the SES session of [`super::session`] plus fault
 //! injection), the end-of-data pipeline (rules → delivered form → verdict → outbox), and the
-//! start functions (`start`, `start_embedded`, `run_standalone`). Listeners, TLS, timers,
-//! framing and the drain are the shell's, shared with the relay.
+//! start functions (`start`, `start_embedded`; the standalone start, which reads its file, is
+//! `daemon::start_simulator`). Listeners, TLS, timers, framing and the drain are the shell's,
+//! shared with the relay.
 //!
 //! SES rules worded here (ses-smtp.md §1, §3, §8): `421 Too many concurrent SMTP connections`
 //! over the limit; after the idle timeout (10 s by default) the server sends `451 4.4.2 Timeout
@@ -328,48 +329,6 @@ pub async fn start_embedded(
     }
     let sim = start(settings, dns).await?;
     Ok((sim, EmbeddedCredentials { username, password }))
-}
-
-/// `dkim-relay ses-sim --config sim.toml`: runs until SIGINT or SIGTERM.
-pub async fn run_standalone(config: &Path) -> anyhow::Result<()> {
-    let mut settings = SimSettings::load_file(config).map_err(anyhow::Error::msg)?;
-    if matches!(settings.tls, TlsSource::Generate { .. }) && settings.ca_out.is_none() {
-        let base = config.parent().unwrap_or(Path::new("."));
-        settings.ca_out = Some(base.join("ses-sim-ca.pem"));
-    }
-    if settings.accounts.is_empty() {
-        tracing::warn!("no [accounts] configured: every AUTH will fail with 535");
-    }
-    for a in &settings.accounts {
-        tracing::info!(access_key_id = %a.access_key_id, "account");
-    }
-    let sim = start(settings, Vec::new()).await?;
-    tracing::info!(
-        starttls = %sim.starttls_addr,
-        implicit = ?sim.implicit_addr,
-        ca = ?sim.ca_path,
-        outbox = %sim.outbox.display(),
-        "SES simulator running; Ctrl-C to stop"
-    );
-    wait_for_signal().await;
-    tracing::info!("stopping the SES simulator");
-    sim.shutdown().await;
-    Ok(())
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// `dkim-relay ses-sim outbox list [--json]`.

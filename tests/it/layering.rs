@@ -20,12 +20,6 @@ const ASSEMBLY: &[&str] = &["main", "cli", "config", "daemon"];
 
 /// Edges (`from`, `to`) tolerated until the next step of issue 8. Each says why.
 const KNOWN_UNTIL_SHELL: &[(&str, &str, &str)] = &[
-    // The connection driver takes a `config::Snapshot` at accept and `bind_all` takes
-    // `config::Server`; the server shell gets its own settings type (helper A2).
-    ("server", "config", "server shell settings"),
-    // The relay pipeline takes the whole `Snapshot` per message; the composition root will hand
-    // it its own settings (the next step inverts this).
-    ("relay", "config", "pipeline settings"),
     // `doctor::lookup` takes `config::DnsSettings`, which moves into `dns/` (helper H3).
     ("doctor", "config", "DnsSettings moves to dns/"),
 ];

@@ -2,19 +2,17 @@
 //! real TCP, STARTTLS and AUTH between them, and the simulator's verdict on what arrived.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use crate::support::{Keys, SmtpClient};
-use dkim_relay::config::{self, UpstreamTarget, reload::Live};
-use dkim_relay::relay::Relay;
+use dkim_relay::config;
+use dkim_relay::daemon;
 use dkim_relay::sim::outbox;
 
 struct Staging {
     _dir: tempfile::TempDir,
     outbox: std::path::PathBuf,
     addr: std::net::SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
+    running: daemon::Running,
 }
 
 async fn staging(extra_domain: &str) -> Staging {
@@ -32,42 +30,21 @@ async fn staging(extra_domain: &str) -> Staging {
     let path = dir.path().join("config.toml");
     std::fs::write(&path, &text).unwrap();
     let snapshot = config::load(&path).unwrap();
-    let UpstreamTarget::Simulator(settings) = &snapshot.upstream.target else {
-        panic!("not a simulator config")
-    };
-    let (endpoint, sim) = dkim_relay::sim::relay_upstream::start(settings, &snapshot.domains)
-        .await
-        .unwrap();
-    let outbox = sim.outbox.clone();
-    let listeners = dkim_relay::server::bind(&snapshot.server.listen)
-        .await
-        .unwrap();
-    let addr = listeners[0].local_addr().unwrap();
-    let live = Live::new(&path, snapshot);
-    let relay = Relay::new(Some(endpoint));
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        dkim_relay::relay::protocol::run(listeners, live, Arc::clone(&relay), async {
-            let _ = rx.await;
-        })
-        .await;
-        sim.shutdown().await;
-    });
+    // Started as `serve` starts it: the embedded simulator resolved once, at start.
+    let running = daemon::start(&path, snapshot).await.unwrap();
+    let outbox = running.simulator().unwrap().outbox.clone();
     Staging {
         _dir: dir,
         outbox,
-        addr,
-        stop: Some(tx),
-        task,
+        addr: running.addrs.smtp[0],
+        running,
     }
 }
 
 impl Staging {
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        let _ = self.task.await;
+    async fn stop(self) {
+        let stopped = self.running.shutdown().await;
+        assert_eq!(stopped.aborted, 0);
     }
 }
 
@@ -209,4 +186,133 @@ async fn a_large_dotted_message_streams_intact_and_verifies() {
         "the body changed on the way"
     );
     st.stop().await;
+}
+
+/// The composition root end to end: `daemon::start` with the embedded simulator, a message, a
+/// reload of an allowed setting (the relay's own settings follow it), another message, then a
+/// graceful shutdown that stops the simulator too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_starts_relays_reloads_and_stops_with_its_simulator() {
+    let st = staging("").await;
+    let sim_addr = st.running.addrs.simulator.expect("the simulator's address");
+    assert!(st.running.addrs.implicit_tls.is_empty());
+    let mut settings = st.running.live.relay_settings();
+    assert_eq!(settings.borrow().session.max_recipients, 50);
+    assert_eq!(
+        settings.borrow().upstream.endpoint.as_ref().map(|e| e.port),
+        Some(sim_addr.port())
+    );
+
+    let mut c = SmtpClient::connect(st.addr).await;
+    c.cmd("EHLO app.test").await;
+    let r = c
+        .transaction(
+            "app@example.org",
+            &["someone@example.net"],
+            &message("app@example.org", "before"),
+        )
+        .await;
+    assert_eq!(r.code, 250, "{r}");
+    c.quit().await;
+
+    // An allowed change: applied, published to the relay, the simulator's endpoint kept.
+    let path = st.running.live.path().to_path_buf();
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("[server]\n", "[server]\nmax_recipients = 2\n"),
+    )
+    .unwrap();
+    let reloaded = st.running.reload().await.unwrap();
+    assert_eq!(reloaded.snapshot.server.max_recipients, 2);
+    assert!(settings.has_changed().unwrap());
+    assert_eq!(settings.borrow_and_update().session.max_recipients, 2);
+    assert_eq!(
+        settings.borrow().upstream.endpoint.as_ref().map(|e| e.port),
+        Some(sim_addr.port())
+    );
+
+    let mut c = SmtpClient::connect(st.addr).await;
+    c.cmd("EHLO app.test").await;
+    let r = c
+        .transaction(
+            "app@example.org",
+            &["a@example.net", "b@example.net"],
+            &message("app@example.org", "after"),
+        )
+        .await;
+    assert_eq!(r.code, 250, "{r}");
+    let id = r.lines[0].strip_prefix("Ok ").unwrap().to_string();
+    assert_eq!(find(&st.outbox, &id).0.verdict.dmarc.result, "pass");
+    c.quit().await;
+
+    let relay_addr = st.addr;
+    st.stop().await;
+    // Both the relay and its simulator have stopped listening.
+    assert!(tokio::net::TcpStream::connect(relay_addr).await.is_err());
+    assert!(tokio::net::TcpStream::connect(sim_addr).await.is_err());
+}
+
+/// A start that cannot bind is a typed error naming the address, and leaves nothing running
+/// (the embedded simulator it had started is stopped again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_start_that_cannot_bind_is_an_error_naming_the_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::shared();
+    let rsa = dir.path().join("s1.pem");
+    dkim_relay::dkim::keygen::write_private_key(&rsa, &keys.org_rsa.pkcs8_pem).unwrap();
+    let text = format!(
+        "[server]\nlisten = \"{addr}\"\n[upstream]\nsimulator = true\n\
+         [simulator]\noutbox = \"outbox\"\n\
+         [domains.\"example.org\"]\nmail_from = \"mail.example.org\"\nsign = [\"s1\"]\n\
+         [domains.\"example.org\".selectors.s1]\nalgorithm = \"rsa-sha256\"\nkey_file = \"{}\"\n",
+        rsa.display()
+    );
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, &text).unwrap();
+    let err = daemon::start(&path, config::load(&path).unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, daemon::StartError::Bind(_)), "{err:?}");
+    assert!(err.to_string().contains(&addr.to_string()), "{err}");
+}
+
+/// The standalone simulator (`dkim-relay ses-sim`) starts through the composition root too: it
+/// listens, writes its generated CA beside its configuration, and stops; a bad file is a typed
+/// error naming the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_starts_the_standalone_simulator() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sim.toml");
+    std::fs::write(
+        &path,
+        "region = \"us-east-1\"\noutbox = \"outbox\"\nstarttls_listen = \"127.0.0.1:0\"\n\
+         implicit_listen = \"off\"\n[accounts.AKIAIOSFODNN7EXAMPLE]\n\
+         secret = \"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\"\n",
+    )
+    .unwrap();
+    let sim = daemon::start_simulator(&path).await.unwrap();
+    let ca = dir.path().join("ses-sim-ca.pem");
+    assert_eq!(sim.ca_path.as_deref(), Some(ca.as_path()));
+    assert!(
+        std::fs::read_to_string(&ca)
+            .unwrap()
+            .contains("BEGIN CERTIFICATE")
+    );
+    let addr = sim.starttls_addr;
+    let mut c = SmtpClient::connect(addr).await;
+    assert_eq!(c.cmd("EHLO app.test").await.code, 250);
+    c.quit().await;
+    sim.shutdown().await;
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+
+    std::fs::write(&path, "max_conections = 3\n").unwrap();
+    let err = daemon::start_simulator(&path).await.unwrap_err();
+    assert!(
+        matches!(err, daemon::StartError::SimulatorConfig(_)),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("max_conections"), "{err}");
 }

@@ -14,9 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dkim_relay::config::{self, reload::Live};
+use dkim_relay::daemon;
 use dkim_relay::dkim::{Algorithm, keygen};
 use dkim_relay::doctor::StaticLookup;
-use dkim_relay::relay::Relay;
 use dkim_relay::sim::verdict::{DnsView, verdict};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
@@ -219,45 +219,27 @@ impl Files {
 struct RunningRelay {
     addr: SocketAddr,
     live: Live,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<dkim_relay::server::Stopped>,
+    /// Started through the composition root (with its file watcher), as `serve` starts it.
+    running: daemon::Running,
 }
 
 async fn start_relay(path: &Path, lookup: Option<Arc<StaticLookup>>) -> RunningRelay {
     let snapshot = config::load(path).unwrap();
-    let listeners = dkim_relay::server::bind(&snapshot.server.listen)
-        .await
-        .unwrap();
-    let addr = listeners[0].local_addr().unwrap();
-    let mut live = Live::new(path, snapshot);
-    if let Some(l) = lookup {
-        live = live.with_lookup(l);
-    }
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(dkim_relay::relay::protocol::run(
-        listeners,
-        live.clone(),
-        Relay::new(None),
-        async move {
-            let _ = rx.await;
-        },
-    ));
+    let options = daemon::Options {
+        lookup: lookup.map(|l| l as Arc<dyn dkim_relay::doctor::Lookup>),
+    };
+    let running = daemon::start_with(path, snapshot, options).await.unwrap();
     RunningRelay {
-        addr,
-        live,
-        stop: Some(tx),
-        task,
+        addr: running.addrs.smtp[0],
+        live: running.live.clone(),
+        running,
     }
 }
 
 impl RunningRelay {
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        let stopped = tokio::time::timeout(Duration::from_secs(60), self.task)
+    async fn stop(self) {
+        let stopped = tokio::time::timeout(Duration::from_secs(60), self.running.shutdown())
             .await
-            .unwrap()
             .unwrap();
         assert_eq!(stopped.aborted, 0);
     }
@@ -628,8 +610,8 @@ async fn watch_reloads_on_a_kubernetes_style_symlink_swap() {
     std::os::unix::fs::symlink("..v1", mount.join("..data")).unwrap();
     std::os::unix::fs::symlink("..data/config.toml", mount.join("config.toml")).unwrap();
     let path = mount.join("config.toml");
+    // The daemon runs the watcher (`[reload] watch = true`).
     let relay = start_relay(&path, None).await;
-    let watcher = config::watch::spawn(relay.live.clone());
 
     // The new version lands in ..v2, then ..data is swapped atomically.
     let v2 = mount.join("..v2");
@@ -652,7 +634,6 @@ async fn watch_reloads_on_a_kubernetes_style_symlink_swap() {
         switched,
         "the watcher did not reload after the symlink swap"
     );
-    watcher.abort();
     relay.stop().await;
 }
 
@@ -761,6 +742,7 @@ async fn reload_that_changes_listen_is_refused_and_keeps_the_running_config() {
     files.write(&files.text("sa", None, ""));
     let relay = start_relay(&files.path(), None).await;
     let before = relay.live.snapshot();
+    let relay_settings = relay.live.relay_settings();
 
     // A new listen address (and a new selector, which alone would be fine): refused whole.
     files.write(
@@ -794,6 +776,8 @@ async fn reload_that_changes_listen_is_refused_and_keeps_the_running_config() {
     let err = relay.live.reload_checked().await.unwrap_err();
     assert!(err.iter().any(|d| d.key == "upstream.simulator"), "{err:?}");
     assert!(Arc::ptr_eq(&before, &relay.live.snapshot()));
+    // Nothing reached the relay: its settings were never swapped.
+    assert!(!relay_settings.has_changed().unwrap());
 
     // Mail still flows, signed with the running selector.
     let (code, text) = send_message(relay.addr, "l1", async {}).await;
@@ -827,29 +811,19 @@ async fn reload_that_flips_the_simulator_switch_is_refused_and_mail_still_flows(
     };
     files.write(&sim_text("eu-west-1"));
     let snapshot = config::load(&files.path()).unwrap();
-    let config::UpstreamTarget::Simulator(settings) = &snapshot.upstream.target else {
-        panic!("not a simulator configuration")
-    };
-    let (endpoint, sim) = dkim_relay::sim::relay_upstream::start(settings, &snapshot.domains)
-        .await
-        .unwrap();
-    let listeners = dkim_relay::server::bind(&snapshot.server.listen)
-        .await
-        .unwrap();
-    let addr = listeners[0].local_addr().unwrap();
-    let live = Live::new(&files.path(), snapshot).with_embedded(endpoint.clone());
-    assert_eq!(live.snapshot().upstream.endpoint.as_ref(), Some(&endpoint));
-    let before = live.snapshot();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    // No endpoint handed to the relay: it connects where the snapshot says.
-    let task = tokio::spawn(dkim_relay::relay::protocol::run(
-        listeners,
-        live.clone(),
-        Relay::new(None),
-        async move {
-            let _ = rx.await;
-        },
+    assert!(matches!(
+        snapshot.upstream.target,
+        config::UpstreamTarget::Simulator(_)
     ));
+    // Started as `serve` starts it: the simulator's endpoint is resolved once, here.
+    let relay = start_relay(&files.path(), None).await;
+    let (addr, live) = (relay.addr, relay.live.clone());
+    let endpoint = live.snapshot().upstream.endpoint.clone().unwrap();
+    assert_eq!(
+        Some(endpoint.port),
+        relay.running.addrs.simulator.map(|a| a.port())
+    );
+    let before = live.snapshot();
 
     let (code, text) = send_message(addr, "s1", async {}).await;
     assert_eq!(code, 250, "{text}");
@@ -880,13 +854,7 @@ async fn reload_that_flips_the_simulator_switch_is_refused_and_mail_still_flows(
     let (code, text) = send_message(addr, "s3", async {}).await;
     assert_eq!(code, 250, "{text}");
 
-    let _ = tx.send(());
-    let stopped = tokio::time::timeout(Duration::from_secs(60), task)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(stopped.aborted, 0);
-    sim.shutdown().await;
+    relay.stop().await;
 }
 
 /// The watcher polls every file the configuration read: a renewed listener certificate or a
@@ -934,7 +902,7 @@ async fn watch_reloads_when_the_password_file_or_listener_certificate_changes() 
             "{f} not watched: {watched:?}"
         );
     }
-    let watcher = config::watch::spawn(relay.live.clone());
+    // The daemon runs the watcher (`[reload] watch = true`).
     let password = |live: &Live| {
         let s = live.snapshot();
         s.upstream
@@ -985,6 +953,5 @@ async fn watch_reloads_when_the_password_file_or_listener_certificate_changes() 
     })
     .await;
 
-    watcher.abort();
     relay.stop().await;
 }

@@ -20,14 +20,12 @@ use std::sync::{Arc, Mutex};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use dkim_relay::config::reload::Live;
+use dkim_relay::daemon;
 use dkim_relay::dkim::Algorithm;
 use dkim_relay::dkim::keygen::{self, GeneratedKey};
-use dkim_relay::relay::{Relay, protocol};
 use dkim_relay::server::{self, Stopped};
 use dkim_relay::sim::verdict::{DkimVerdict, DnsView, verdict};
 use dkim_relay::smtp::codec::dot_stuff;
@@ -706,8 +704,8 @@ pub struct TestRelay {
     pub config_path: PathBuf,
     pub keys: &'static Keys,
     pub dir: tempfile::TempDir,
-    shutdown: Option<oneshot::Sender<()>>,
-    handle: Option<JoinHandle<Stopped>>,
+    /// Started through the composition root, as `serve` starts it.
+    running: Option<daemon::Running>,
 }
 
 impl TestRelay {
@@ -751,35 +749,20 @@ impl TestRelay {
                     .join("\n")
             ),
         };
-        let listeners = protocol::bind_all(&snapshot.server)
+        let running = daemon::start(&config_path, snapshot)
             .await
-            .expect("bind relay");
-        let addr = listeners[0].tcp.local_addr().expect("relay addr");
-        let implicit_addr = listeners
-            .iter()
-            .find(|l| l.mode == server::Mode::ImplicitTls)
-            .map(|l| l.tcp.local_addr().expect("implicit addr"));
-        let live = Live::new(&config_path, snapshot);
-        let relay = Relay::new(None);
-        let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(protocol::run_listeners(
-            listeners,
-            live.clone(),
-            relay,
-            async move {
-                let _ = rx.await;
-            },
-        ));
+            .expect("start relay");
+        let addr = running.addrs.smtp[0];
+        let implicit_addr = running.addrs.implicit_tls.first().copied();
         TestRelay {
             addr,
             implicit_addr,
             listener_ca_pem,
-            live,
+            live: running.live.clone(),
             config_path,
             keys,
             dir,
-            shutdown: Some(tx),
-            handle: Some(handle),
+            running: Some(running),
         }
     }
 
@@ -789,16 +772,15 @@ impl TestRelay {
 
     /// Sends the shutdown signal (without waiting).
     pub fn signal_shutdown(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+        if let Some(running) = &mut self.running {
+            running.signal();
         }
     }
 
-    /// Waits for `server::run` to return.
+    /// Shuts down gracefully (the drain) and waits for it.
     pub async fn stopped(&mut self) -> Stopped {
-        self.signal_shutdown();
-        let handle = self.handle.take().expect("relay already stopped");
-        handle.await.expect("relay task panicked")
+        let running = self.running.take().expect("relay already stopped");
+        running.shutdown().await
     }
 
     /// Sends one message through a fresh connection; returns the final reply (after DATA,
@@ -808,14 +790,6 @@ impl TestRelay {
         let r = c.transaction(mail_from, rcpts, message).await;
         c.quit().await;
         r
-    }
-}
-
-impl Drop for TestRelay {
-    fn drop(&mut self) {
-        if let Some(h) = &self.handle {
-            h.abort();
-        }
     }
 }
 

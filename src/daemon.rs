@@ -1,0 +1,252 @@
+//! The composition root (mini-redis's `server::run` shape): one function starts a relay from a
+//! loaded configuration and hands back its bound addresses and a handle; one function starts
+//! the standalone SES simulator. `dkim-relay serve`, `dkim-relay ses-sim` and every test start
+//! through here, so there is one wiring, not a copy per caller.
+//!
+//! [`start`] does, in order: the `require_published` gate (a selector signs only once DNS
+//! serves its key), the embedded SES simulator when `[upstream] simulator = true` (its endpoint
+//! resolved ONCE, here, and kept by [`Live`] for every reload), the listeners (plaintext with
+//! STARTTLS, and RFC 8314 implicit TLS), the live configuration, the relay protocol on the
+//! server shell, and the file watcher (it polls every file the configuration read and reloads
+//! when `[reload] watch = true`; a reload may turn watching on or off). Nothing here waits for
+//! signals: the caller decides when to [`Running::reload`] and [`Running::shutdown`].
+//!
+//! Invariants: a failed start leaves nothing running (whatever was started is dropped, which
+//! closes it); [`Running::shutdown`] drains the relay (transactions in flight finish within the
+//! grace period), closes the upstream pool, stops the watcher, then stops the simulator.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::config::reload::{Live, Reloaded};
+use crate::config::{self, Diagnostic, Severity, Snapshot, UpstreamTarget};
+use crate::doctor::{HickoryLookup, Lookup};
+use crate::relay::Relay;
+use crate::relay::protocol::RelayProtocol;
+use crate::server::{self, Listener, Mode};
+use crate::sim::config::{SimSettings, TlsSource};
+use crate::sim::{RunningSim, SimError};
+
+pub use crate::server::Stopped;
+
+/// Why a relay or a simulator did not start. Nothing is left running.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration (or the `require_published` gate) refused; every problem is listed.
+    #[error("{}: configuration refused; nothing started", path.display())]
+    Refused {
+        path: PathBuf,
+        diagnostics: Vec<Diagnostic>,
+    },
+    /// The embedded SES simulator could not start.
+    #[error("cannot start the embedded SES simulator: {0}")]
+    EmbeddedSimulator(String),
+    /// A listener could not be bound (the message names the address).
+    #[error("{0}")]
+    Bind(#[source] std::io::Error),
+    /// The standalone simulator's configuration file.
+    #[error("{0}")]
+    SimulatorConfig(String),
+    /// The standalone simulator could not start.
+    #[error(transparent)]
+    Simulator(#[from] SimError),
+}
+
+/// Where a started relay listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Addrs {
+    /// `server.listen`: plaintext SMTP (STARTTLS when configured).
+    pub smtp: Vec<SocketAddr>,
+    /// `server.tls.implicit_listen`: RFC 8314 implicit TLS.
+    pub implicit_tls: Vec<SocketAddr>,
+    /// The embedded simulator's STARTTLS listener, when it runs.
+    pub simulator: Option<SocketAddr>,
+}
+
+/// How to start, beyond the configuration.
+#[derive(Clone, Default)]
+pub struct Options {
+    /// DNS for `require_published` (at start and on every reload); default: the `[dns]`
+    /// name server.
+    pub lookup: Option<Arc<dyn Lookup>>,
+}
+
+/// A running relay. Dropping it cuts everything at once; [`Running::shutdown`] drains first.
+pub struct Running {
+    pub addrs: Addrs,
+    /// The configuration in force (reload, read the snapshot).
+    pub live: Live,
+    server: server::Handle,
+    watcher: tokio::task::JoinHandle<()>,
+    simulator: Option<RunningSim>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("addrs", &self.addrs)
+            .field("simulator", &self.simulator)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Running {
+    /// Re-reads the configuration and every file it names; swaps it in only when it is whole
+    /// and changes no restart-only setting (the running one stays otherwise). Serialized with
+    /// the watcher's reloads.
+    pub async fn reload(&self) -> Result<Reloaded, Vec<Diagnostic>> {
+        self.live.reload_checked().await
+    }
+
+    /// The embedded SES simulator, when it runs (its outbox, CA, addresses).
+    pub fn simulator(&self) -> Option<&RunningSim> {
+        self.simulator.as_ref()
+    }
+
+    /// Begins a graceful shutdown without waiting for it (new connections are refused at once).
+    pub fn signal(&mut self) {
+        self.server.signal();
+    }
+
+    /// Stops accepting, lets transactions in flight finish within the grace period, closes the
+    /// upstream pool, stops the watcher, then the embedded simulator; says what was cut.
+    pub async fn shutdown(mut self) -> Stopped {
+        let stopped = self.server.shutdown().await;
+        self.watcher.abort();
+        if let Some(sim) = self.simulator.take() {
+            sim.shutdown().await;
+        }
+        if stopped.aborted > 0 {
+            tracing::warn!(aborted = stopped.aborted, "stopped with connections cut");
+        }
+        stopped
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
+}
+
+/// Starts a relay from a loaded configuration (`path` is where reloads read it again).
+pub async fn start(path: &Path, snapshot: Snapshot) -> Result<Running, StartError> {
+    start_with(path, snapshot, Options::default()).await
+}
+
+/// [`start`], with [`Options`].
+pub async fn start_with(
+    path: &Path,
+    mut snapshot: Snapshot,
+    options: Options,
+) -> Result<Running, StartError> {
+    let refused = |diagnostics: Vec<Diagnostic>| StartError::Refused {
+        path: path.to_path_buf(),
+        diagnostics,
+    };
+    if config::publish::needed(&snapshot) {
+        let lookup: Arc<dyn Lookup> = match &options.lookup {
+            Some(l) => Arc::clone(l),
+            None => match HickoryLookup::new(&snapshot.dns) {
+                Ok(l) => Arc::new(l),
+                Err(e) => {
+                    return Err(refused(vec![Diagnostic {
+                        severity: Severity::Error,
+                        file: path.to_path_buf(),
+                        line: None,
+                        key: "dns".into(),
+                        message: format!("require_published needs DNS: {e}"),
+                    }]));
+                }
+            },
+        };
+        config::publish::enforce(None, &mut snapshot, lookup.as_ref())
+            .await
+            .map_err(refused)?;
+    }
+    // The embedded simulator, resolved once: its endpoint is kept for every reload.
+    let embedded = match &snapshot.upstream.target {
+        UpstreamTarget::Remote(_) => None,
+        UpstreamTarget::Simulator(settings) => Some(
+            crate::sim::relay_upstream::start(settings, &snapshot.domains)
+                .await
+                .map_err(StartError::EmbeddedSimulator)?,
+        ),
+    };
+    let listeners = bind_all(&snapshot.server).await.map_err(StartError::Bind)?;
+    let mut addrs = Addrs {
+        smtp: Vec::new(),
+        implicit_tls: Vec::new(),
+        simulator: embedded.as_ref().map(|(_, sim)| sim.starttls_addr),
+    };
+    for l in &listeners {
+        let a = l.tcp.local_addr().map_err(StartError::Bind)?;
+        tracing::info!(address = %a, mode = ?l.mode, domains = snapshot.domains.len(), "dkim-relay listening");
+        match l.mode {
+            Mode::Plain => addrs.smtp.push(a),
+            Mode::ImplicitTls => addrs.implicit_tls.push(a),
+        }
+    }
+    let mut live = Live::new(path, snapshot);
+    let simulator = match embedded {
+        Some((endpoint, sim)) => {
+            live = live.with_embedded(endpoint);
+            Some(sim)
+        }
+        None => None,
+    };
+    if let Some(lookup) = options.lookup {
+        live = live.with_lookup(lookup);
+    }
+    let protocol = RelayProtocol::new(live.relay_settings(), Relay::new());
+    let server = server::spawn(listeners, Arc::new(protocol));
+    let watcher = config::watch::spawn(live.clone());
+    Ok(Running {
+        addrs,
+        live,
+        server,
+        watcher,
+        simulator,
+    })
+}
+
+/// Binds every address of the configuration: `listen` (plaintext SMTP, STARTTLS when
+/// configured) and `[server.tls] implicit_listen` (RFC 8314 implicit TLS).
+pub async fn bind_all(server: &config::Server) -> std::io::Result<Vec<Listener>> {
+    let mut out = Vec::new();
+    for tcp in server::bind(&server.listen).await? {
+        out.push(Listener::new(tcp, Mode::Plain));
+    }
+    if let Some(tls) = &server.tls {
+        for tcp in server::bind(&tls.implicit_listen).await? {
+            out.push(Listener::new(tcp, Mode::ImplicitTls));
+        }
+    }
+    Ok(out)
+}
+
+/// Starts the standalone SES simulator (`dkim-relay ses-sim --config sim.toml`). A generated
+/// CA is written beside the configuration (`ses-sim-ca.pem`) unless `ca_out` says where.
+pub async fn start_simulator(path: &Path) -> Result<RunningSim, StartError> {
+    let mut settings = SimSettings::load_file(path).map_err(StartError::SimulatorConfig)?;
+    if matches!(settings.tls, TlsSource::Generate { .. }) && settings.ca_out.is_none() {
+        let base = path.parent().unwrap_or(Path::new("."));
+        settings.ca_out = Some(base.join("ses-sim-ca.pem"));
+    }
+    if settings.accounts.is_empty() {
+        tracing::warn!("no [accounts] configured: every AUTH will fail with 535");
+    }
+    for a in &settings.accounts {
+        tracing::info!(access_key_id = %a.access_key_id, "account");
+    }
+    let sim = crate::sim::start(settings, Vec::new()).await?;
+    tracing::info!(
+        starttls = %sim.starttls_addr,
+        implicit = ?sim.implicit_addr,
+        ca = ?sim.ca_path,
+        outbox = %sim.outbox.display(),
+        "SES simulator running"
+    );
+    Ok(sim)
+}

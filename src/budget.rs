@@ -24,7 +24,8 @@ pub struct ByteBudget {
 
 #[derive(Debug)]
 struct Inner {
-    limit: usize,
+    /// Changed by a reload ([`ByteBudget::set_limit`]); bytes already held stay held.
+    limit: AtomicUsize,
     used: AtomicUsize,
 }
 
@@ -33,7 +34,7 @@ impl ByteBudget {
     pub fn new(limit: usize) -> ByteBudget {
         ByteBudget {
             inner: Arc::new(Inner {
-                limit,
+                limit: AtomicUsize::new(limit),
                 used: AtomicUsize::new(0),
             }),
         }
@@ -41,7 +42,13 @@ impl ByteBudget {
 
     /// The configured limit.
     pub fn limit(&self) -> usize {
-        self.inner.limit
+        self.inner.limit.load(Ordering::Acquire)
+    }
+
+    /// A new limit (a reload changed it). Reservations already held keep their bytes; a lower
+    /// limit only refuses growth until enough has been given back.
+    pub fn set_limit(&self, limit: usize) {
+        self.inner.limit.store(limit, Ordering::Release);
     }
 
     /// Bytes currently held by live reservations.
@@ -58,7 +65,7 @@ impl ByteBudget {
     }
 
     fn take(&self, n: usize) -> bool {
-        let limit = self.inner.limit;
+        let limit = self.limit();
         self.inner
             .used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
@@ -217,5 +224,21 @@ mod tests {
         let total: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
         assert_eq!(total, 1_000);
         assert_eq!(budget.in_flight(), 0);
+    }
+
+    #[test]
+    fn a_new_limit_applies_to_growth_and_keeps_what_is_held() {
+        let budget = ByteBudget::new(100);
+        let mut a = budget.reserve();
+        assert!(a.try_grow(80));
+        budget.set_limit(50);
+        let mut b = budget.reserve();
+        assert!(!b.try_grow(1), "over the lowered limit");
+        assert_eq!(a.held(), 80, "held bytes stay held");
+        drop(a);
+        assert!(b.try_grow(50));
+        assert!(!b.try_grow(1));
+        budget.set_limit(1000);
+        assert!(b.try_grow(900));
     }
 }

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::budget::ByteBudget;
 use crate::dkim::signer;
 use crate::message::{self, Envelope};
 use crate::smtp::reply::Reply;
@@ -31,13 +32,26 @@ pub struct ClientInfo {
 /// accepted with).
 pub struct Relay {
     pool: Mutex<Option<Arc<Pool>>>,
+    /// Message bytes held by every connection of this relay (kept across reloads, which only
+    /// change its limit).
+    budget: ByteBudget,
 }
 
 impl Relay {
     pub fn new() -> Arc<Relay> {
         Arc::new(Relay {
             pool: Mutex::new(None),
+            budget: ByteBudget::new(usize::MAX),
         })
+    }
+
+    /// The bytes-in-flight budget, its limit set from `settings` (the newest a connection
+    /// was accepted with).
+    pub fn budget(&self, settings: &Settings) -> ByteBudget {
+        if self.budget.limit() != settings.max_bytes_in_flight {
+            self.budget.set_limit(settings.max_bytes_in_flight);
+        }
+        self.budget.clone()
     }
 
     /// The pool for these settings' upstream, reusing the current one when nothing changed.

@@ -66,5 +66,6 @@ pub fn relay_settings(snapshot: &Snapshot) -> Settings {
             pool: snapshot.upstream.pool.clone(),
             endpoint: snapshot.upstream.endpoint.clone(),
         },
+        max_bytes_in_flight: s.max_bytes_in_flight,
     }
 }

@@ -49,6 +49,10 @@ pub mod server {
     pub const MIN_MESSAGE_SIZE: usize = 1024;
     pub const MAX_RECIPIENTS: usize = 50;
     pub const MAX_HEADER_SIZE: usize = 256 * 1024;
+    /// Six messages of SES's maximum size at once: beyond that, a new DATA gets `452 4.3.1`
+    /// instead of growing the process without bound.
+    pub const MAX_BYTES_IN_FLIGHT: usize = 256 * 1024 * 1024;
+    pub const MIN_BYTES_IN_FLIGHT: usize = 64 * 1024;
     pub const MAX_CONNECTIONS: usize = 200;
     pub const MAX_CONNECTIONS_PER_IP: usize = 50;
     pub const MAX_ERRORS: u32 = 10;
@@ -159,6 +163,11 @@ pub fn documented() -> Vec<(&'static str, &'static str, String)> {
             "server",
             "max_header_size",
             server::MAX_HEADER_SIZE.to_string(),
+        ),
+        (
+            "server",
+            "max_bytes_in_flight",
+            server::MAX_BYTES_IN_FLIGHT.to_string(),
         ),
         (
             "server",

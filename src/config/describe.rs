@@ -22,6 +22,10 @@ impl Snapshot {
         out.push_str(&format!("max_message_size = {}\n", s.max_message_size));
         out.push_str(&format!("max_recipients = {}\n", s.max_recipients));
         out.push_str(&format!("max_header_size = {}\n", s.max_header_size));
+        out.push_str(&format!(
+            "max_bytes_in_flight = {}\n",
+            s.max_bytes_in_flight
+        ));
         out.push_str(&format!("max_connections = {}\n", s.max_connections));
         out.push_str(&format!(
             "max_connections_per_ip = {}\n",

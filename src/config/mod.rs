@@ -90,6 +90,8 @@ pub struct Server {
     pub max_message_size: usize,
     pub max_recipients: usize,
     pub max_header_size: usize,
+    /// Message bytes all connections may hold at once (DATA buffers until the upstream answered).
+    pub max_bytes_in_flight: usize,
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
     pub max_errors: u32,

@@ -73,6 +73,7 @@ pub struct RawServer {
     pub max_message_size: Option<usize>,
     pub max_recipients: Option<usize>,
     pub max_header_size: Option<usize>,
+    pub max_bytes_in_flight: Option<usize>,
     pub max_connections: Option<usize>,
     pub max_connections_per_ip: Option<usize>,
     pub max_errors: Option<u32>,

@@ -594,3 +594,25 @@ fn the_relay_settings_are_built_from_the_snapshot() {
         Some(&endpoint)
     );
 }
+
+#[test]
+fn bytes_in_flight_bounds() {
+    let keys = Keys::new();
+    let k = keys.write("s1.pem", Algorithm::RsaSha256);
+    let with = |v: &str| {
+        config(&format!(
+            "[server]\nmax_bytes_in_flight = {v}\n{}",
+            domain(&k, "")
+        ))
+    };
+    let snap = load_str(Path::new("t.toml"), &config(&domain(&k, ""))).unwrap();
+    assert_eq!(snap.server.max_bytes_in_flight, 256 * 1024 * 1024);
+    let d = errors(&with("1000"));
+    assert!(
+        has(&d, "server.max_bytes_in_flight", "at least 65536"),
+        "{d:?}"
+    );
+    let w = warnings(&with("1048576"));
+    assert!(has(&w, "server.max_bytes_in_flight", "452 4.3.1"), "{w:?}");
+    assert!(warnings(&with("268435456")).is_empty());
+}

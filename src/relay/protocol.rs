@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use super::settings::{Current, Settings as RelaySettings};
 use super::{ClientInfo, Relay};
+use crate::budget::ByteBudget;
 use crate::server::{self, Action, Notice, Peer, Settings};
 use crate::smtp::codec::{DataError, LineError};
 use crate::smtp::reply::Reply;
@@ -76,6 +77,7 @@ impl server::Protocol for RelayProtocol {
                 conn_id: peer.id,
                 addr: peer.addr,
             },
+            budget: self.relay.budget(&snapshot),
             snapshot,
             relay: Arc::clone(&self.relay),
             session,
@@ -94,6 +96,8 @@ pub struct RelayHandler {
     /// The settings this connection was accepted with.
     snapshot: Arc<RelaySettings>,
     relay: Arc<Relay>,
+    /// The relay's bytes-in-flight budget, which this connection's DATA counts against.
+    budget: ByteBudget,
     session: Session,
     session_deadline: Instant,
 }
@@ -166,6 +170,10 @@ fn shell_action(action: session::Action) -> Action {
 impl server::Handler for RelayHandler {
     fn greeting(&mut self) -> Action {
         Action::Reply(self.session.greeting())
+    }
+
+    fn budget(&self) -> Option<&ByteBudget> {
+        Some(&self.budget)
     }
 
     async fn command(&mut self, line: Result<Vec<u8>, LineError>) -> Action {

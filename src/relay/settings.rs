@@ -31,6 +31,8 @@ pub struct Settings {
     pub domains: Domains,
     /// Where and how messages go.
     pub upstream: UpstreamSettings,
+    /// Message bytes all connections may hold at once ([`crate::budget`]).
+    pub max_bytes_in_flight: usize,
 }
 
 /// Per-session rules of the relay protocol.

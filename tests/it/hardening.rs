@@ -1005,3 +1005,37 @@ async fn one_shell_drains_relay_and_simulator_alike() {
     assert_eq!(r.code, 250, "{r}");
     within("stop", stopping).await.unwrap();
 }
+
+/// One buffer per message, bounded across connections: under a 1 MiB bytes-in-flight budget a
+/// 40 MB message is read to its end but not stored, refused with `452 4.3.1` (temporary: the
+/// client retries), nothing reaches the upstream, and the same session then relays a small
+/// message (the budget was given back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_40_mb_message_under_a_small_budget_gets_452_and_nothing_is_sent() {
+    let (upstream, relay) =
+        start(|o| o.server_extra = toml! { max_bytes_in_flight = 1048576 }).await;
+    let mut big =
+        b"From: <app@example.org>\r\nTo: <r@example.com>\r\nSubject: big\r\n\r\n".to_vec();
+    let line = [b'A'; 76];
+    while big.len() < 40_000_000 {
+        big.extend_from_slice(&line);
+        big.extend_from_slice(b"\r\n");
+    }
+    let mut c = SmtpClient::connect(relay.addr).await;
+    let r = within(
+        "the big message's reply",
+        c.transaction("app@example.org", &["r@example.com"], &big),
+    )
+    .await;
+    assert_eq!((r.code, r.enhanced()), (452, Some("4.3.1")), "{r}");
+    assert!(upstream.received().is_empty());
+    let small = message("app@example.org", "after the big one");
+    let r = within(
+        "the small message's reply",
+        c.transaction("app@example.org", &["r@example.com"], &small),
+    )
+    .await;
+    assert_eq!(r.code, 250, "{r}");
+    assert_eq!(upstream.received().len(), 1);
+    assert!(logs().text().contains("over budget"));
+}

@@ -51,6 +51,24 @@ pub(super) fn server(cx: &mut Ctx<'_>, raw: &crate::config::raw::RawServer) -> O
              refused upstream",
         );
     }
+    let max_bytes_in_flight = raw
+        .max_bytes_in_flight
+        .unwrap_or(default::MAX_BYTES_IN_FLIGHT);
+    if max_bytes_in_flight < default::MIN_BYTES_IN_FLIGHT {
+        cx.error(
+            &["server", "max_bytes_in_flight"],
+            format!("must be at least {} bytes", default::MIN_BYTES_IN_FLIGHT),
+        );
+        ok = false;
+    } else if max_bytes_in_flight < max_message_size {
+        cx.warn(
+            &["server", "max_bytes_in_flight"],
+            format!(
+                "smaller than max_message_size ({max_message_size}): a message larger than \
+                 {max_bytes_in_flight} bytes is always refused with 452 4.3.1"
+            ),
+        );
+    }
     let max_recipients = raw.max_recipients.unwrap_or(default::MAX_RECIPIENTS);
     if max_recipients == 0 {
         cx.error(&["server", "max_recipients"], "must be at least 1");
@@ -146,6 +164,7 @@ pub(super) fn server(cx: &mut Ctx<'_>, raw: &crate::config::raw::RawServer) -> O
         max_message_size,
         max_recipients,
         max_header_size: raw.max_header_size.unwrap_or(default::MAX_HEADER_SIZE),
+        max_bytes_in_flight,
         max_connections: raw
             .max_connections
             .unwrap_or(default::MAX_CONNECTIONS)

@@ -145,7 +145,7 @@ pub async fn start_with(
         path: path.to_path_buf(),
         diagnostics,
     };
-    if config::publish::needed(&snapshot) {
+    if config::rotation::needed(&snapshot) {
         let lookup: Arc<dyn Lookup> = match &options.lookup {
             Some(l) => Arc::clone(l),
             None => match HickoryLookup::new(&snapshot.dns) {
@@ -161,7 +161,7 @@ pub async fn start_with(
                 }
             },
         };
-        config::publish::enforce(None, &mut snapshot, lookup.as_ref())
+        config::rotation::enforce(None, &mut snapshot, lookup.as_ref())
             .await
             .map_err(refused)?;
     }
@@ -169,7 +169,7 @@ pub async fn start_with(
     let embedded = match &snapshot.upstream.target {
         UpstreamTarget::Remote(_) => None,
         UpstreamTarget::Simulator(settings) => Some(
-            crate::sim::relay_upstream::start(settings, &snapshot.domains)
+            crate::sim::embedded::start(settings, &snapshot.domains)
                 .await
                 .map_err(StartError::EmbeddedSimulator)?,
         ),

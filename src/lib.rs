@@ -30,11 +30,12 @@
 //!   signed-header defaults live there); [`dns`] — records a sending domain publishes,
 //!   zone/Route 53/JSON formats.
 //! - leaves: [`secret`] — masked secrets; [`domain_name`] — the one domain normaliser and
-//!   parent walk; [`net`] — client networks (the `allow_networks` allow-list) and loopback;
-//!   [`users`] — submission users and their domains; [`sesauth`] — SES SMTP password
+//!   parent walk; [`allow_list`] — client networks (the `allow_networks` allow-list) and loopback;
+//!   [`users`] — submission users and their domains; [`ses_password`] — SES SMTP password
 //!   derivation; [`tls`] — certificates and server TLS; [`budget`] — the process-wide
 //!   bytes-in-flight budget.
 
+pub mod allow_list;
 pub mod budget;
 pub mod cli;
 pub mod config;
@@ -44,11 +45,11 @@ pub mod dns;
 pub mod doctor;
 pub mod domain_name;
 pub mod message;
-pub mod net;
+
 pub mod relay;
 pub mod secret;
 pub mod server;
-pub mod sesauth;
+pub mod ses_password;
 pub mod sim;
 pub mod smtp;
 pub mod tls;

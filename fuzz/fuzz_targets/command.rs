@@ -4,7 +4,7 @@
 
 use dkim_relay::smtp::codec::{BareNewline, LineReader};
 use dkim_relay::smtp::command;
-use dkim_relay::smtp::session::{Action, Limits, Session};
+use dkim_relay::smtp::session::{Action, Rules, Session};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
     for policy in [BareNewline::Reject, BareNewline::Normalize] {
         let mut reader = LineReader::new(510, policy);
         let mut session = Session::new(
-            Limits {
+            Rules {
                 hostname: "fuzz.test".into(),
                 max_message_size: 4096,
                 max_recipients: 4,

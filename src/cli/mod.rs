@@ -60,7 +60,7 @@ fn enforce_published(
     snapshot: &mut config::Snapshot,
     nameserver: Option<std::net::SocketAddr>,
 ) -> Result<(), Vec<Diagnostic>> {
-    if !config::publish::needed(snapshot) {
+    if !config::rotation::needed(snapshot) {
         return Ok(());
     }
     let error = |message: String| Diagnostic {
@@ -76,7 +76,7 @@ fn enforce_published(
         snapshot.dns.timeout,
     )
     .map_err(|e| vec![error(format!("require_published needs DNS: {e}"))])?;
-    rt.block_on(config::publish::enforce(None, snapshot, &lookup))
+    rt.block_on(config::rotation::enforce(None, snapshot, &lookup))
         .map(|_| ())
 }
 
@@ -183,7 +183,7 @@ pub fn smtp_password(region: &str) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
-    println!("{}", crate::sesauth::smtp_password_v4(secret, region));
+    println!("{}", crate::ses_password::smtp_password_v4(secret, region));
     ExitCode::SUCCESS
 }
 
@@ -305,7 +305,7 @@ pub fn records_for(snapshot: &config::Snapshot) -> Vec<crate::dns::Record> {
     let region = region_of(snapshot);
     let mut out = Vec::new();
     for d in snapshot.domains.values() {
-        let selectors = crate::sim::relay_upstream::selector_infos(d);
+        let selectors = crate::sim::embedded::selector_infos(d);
         out.extend(crate::dns::domain_records(
             &crate::dns::DomainRecordsInput {
                 domain: d.name.clone(),

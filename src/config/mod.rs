@@ -17,16 +17,16 @@
 //! reads the files a configuration names), [`defaults`] (every default and bound, checked against
 //! `config.toml.example`), `describe` (`dkim-relay check` output), [`reload`] (the live handle
 //! and atomic swap), [`restart`] (settings a reload refuses), [`watch`] (polls every file read),
-//! and [`publish`] — the `require_published` gate: a newly active selector signs only once DNS
+//! and [`rotation`] — the `require_published` gate: a newly active selector signs only once DNS
 //! serves its key (the name is historical; read it as "publication check").
 
 pub mod assemble;
 pub mod defaults;
 mod describe;
-pub mod publish;
 pub mod raw;
 pub mod reload;
 pub mod restart;
+pub mod rotation;
 pub mod watch;
 
 use std::fmt;
@@ -35,13 +35,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::allow_list::Network;
+pub use crate::allow_list::is_loopback;
 use crate::dkim::Algorithm;
 pub use crate::dkim::domain::{
     DEFAULT_OVERSIGNED, DEFAULT_SIGNED_HEADERS, Domain, Domains, ses_forbids_signing,
 };
 pub use crate::message::{EnvelopeLocalPart, EnvelopeRules, Profile};
-use crate::net::Network;
-pub use crate::net::is_loopback;
 pub use crate::secret::{Secret, SecretEq};
 use crate::sim::config::SimSettings;
 use crate::smtp::codec::BareNewline;

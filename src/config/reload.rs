@@ -140,11 +140,11 @@ impl Live {
         let ticket = self.tickets.fetch_add(1, Ordering::SeqCst);
         let mut fresh = super::load(&self.path)?;
         self.admit(&mut fresh)?;
-        if super::publish::needed(&fresh) {
+        if super::rotation::needed(&fresh) {
             let previous = self.snapshot();
             let no_dns = NoLookup("a synchronous reload cannot query DNS");
             let source = fresh.source.clone();
-            let held = poll_ready(super::publish::enforce(
+            let held = poll_ready(super::rotation::enforce(
                 Some(&previous),
                 &mut fresh,
                 &no_dns,
@@ -187,7 +187,7 @@ impl Live {
         };
         self.admit(&mut fresh)?;
         let mut held_back = Vec::new();
-        if super::publish::needed(&fresh) {
+        if super::rotation::needed(&fresh) {
             let previous = self.snapshot();
             let lookup: Arc<dyn Lookup> = match &self.lookup {
                 Some(l) => Arc::clone(l),
@@ -203,7 +203,7 @@ impl Live {
                 },
             };
             held_back =
-                super::publish::enforce(Some(&previous), &mut fresh, lookup.as_ref()).await?;
+                super::rotation::enforce(Some(&previous), &mut fresh, lookup.as_ref()).await?;
         }
         let snapshot = self.swap(ticket, Arc::new(fresh));
         Ok(Reloaded {

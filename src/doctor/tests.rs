@@ -337,14 +337,14 @@ fn block<T>(f: impl std::future::Future<Output = T>) -> T {
 fn require_published_on_start_is_an_error_when_missing() {
     let mut snap = snapshot("require_published = true", "");
     let empty = StaticLookup::new();
-    let err = block(config::publish::enforce(None, &mut snap, &empty)).unwrap_err();
+    let err = block(config::rotation::enforce(None, &mut snap, &empty)).unwrap_err();
     assert!(err[0].message.contains("s2026a"), "{err:?}");
     assert_eq!(err[0].key, "domains.\"example.org\".sign");
 
     let mut snap = snapshot("require_published = true", "");
     let dns = good_records(&snap);
     assert!(
-        block(config::publish::enforce(None, &mut snap, &dns))
+        block(config::rotation::enforce(None, &mut snap, &dns))
             .unwrap()
             .is_empty()
     );
@@ -359,7 +359,7 @@ fn require_published_keeps_the_previous_selector() {
         snapshot("", "[reload]\nrequire_published = true").with_sign("example.org", "e2026a");
     let mut dns = dns_old.clone();
     dns.remove("e2026a._domainkey.example.org");
-    let held = block(config::publish::enforce(Some(&old), &mut next, &dns)).unwrap();
+    let held = block(config::rotation::enforce(Some(&old), &mut next, &dns)).unwrap();
     assert_eq!(held.len(), 1);
     assert!(
         held[0].message.contains("keeps signing with s2026a"),
@@ -375,7 +375,7 @@ fn require_published_keeps_the_previous_selector() {
     // Published: the switch happens.
     let mut next =
         snapshot("", "[reload]\nrequire_published = true").with_sign("example.org", "e2026a");
-    let held = block(config::publish::enforce(Some(&old), &mut next, &dns_old)).unwrap();
+    let held = block(config::rotation::enforce(Some(&old), &mut next, &dns_old)).unwrap();
     assert!(held.is_empty());
     assert_eq!(
         next.domains.get("example.org").unwrap().active[0].selector,
@@ -388,7 +388,7 @@ fn require_published_keeps_the_previous_selector() {
         "[reload]\nrequire_published = true",
     )
     .with_sign("example.org", "e2026a");
-    let held = block(config::publish::enforce(Some(&old), &mut next, &dns)).unwrap();
+    let held = block(config::rotation::enforce(Some(&old), &mut next, &dns)).unwrap();
     assert!(held.is_empty());
 }
 
@@ -398,7 +398,7 @@ fn require_published_leaves_out_a_new_domain_until_published() {
     // Pretend example.org is new: the previous snapshot has no domains.
     let mut previous = snapshot("", "");
     previous.domains.clear();
-    let held = block(config::publish::enforce(
+    let held = block(config::rotation::enforce(
         Some(&previous),
         &mut next,
         &StaticLookup::new(),

@@ -22,7 +22,7 @@ use crate::budget::ByteBudget;
 use crate::server::{self, Action, Notice, Peer, Settings};
 use crate::smtp::codec::{DataError, LineError};
 use crate::smtp::reply::Reply;
-use crate::smtp::session::{self, Limits, Session};
+use crate::smtp::session::{self, Rules, Session};
 
 /// The relay protocol: the settings in force and the long-lived relay state.
 pub struct RelayProtocol {
@@ -54,7 +54,7 @@ impl server::Protocol for RelayProtocol {
         let s = &snapshot.session;
         let allowed = s.allow_networks.iter().any(|n| n.contains(peer.addr.ip()));
         let session = Session::new(
-            Limits {
+            Rules {
                 hostname: settings.hostname.clone(),
                 max_message_size: settings.max_message_size,
                 max_recipients: s.max_recipients,
@@ -62,7 +62,7 @@ impl server::Protocol for RelayProtocol {
                 starttls: settings.tls.is_some(),
                 auth_users: !s.users.is_empty(),
                 auth_plaintext: s.auth_plaintext_loopback
-                    && crate::net::is_loopback(peer.addr.ip()),
+                    && crate::allow_list::is_loopback(peer.addr.ip()),
                 max_auth_failures: s.max_auth_failures,
             },
             allowed,

@@ -10,9 +10,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::allow_list::Network;
 use crate::dkim::domain::{Domain, Domains};
 use crate::message::Profile;
-use crate::net::Network;
 use crate::server;
 use crate::upstream::settings::{Endpoint, PoolSettings};
 use crate::users::User;

@@ -11,8 +11,8 @@
 
 pub mod config;
 pub mod deliver;
+pub mod embedded;
 pub mod outbox;
-pub mod relay_upstream;
 pub mod rules;
 pub mod server;
 pub mod session;

@@ -292,7 +292,7 @@ pub async fn start_embedded(
     const SECRET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let username = format!("AKIA{}", random_string(UPPER, 16));
     let secret = random_string(SECRET, 40);
-    let password = crate::sesauth::smtp_password_v4(&secret, &settings.region);
+    let password = crate::ses_password::smtp_password_v4(&secret, &settings.region);
     settings.accounts = vec![Account {
         access_key_id: username.clone(),
         secret: Secret::new(secret),

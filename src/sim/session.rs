@@ -11,7 +11,7 @@
 
 use rand::Rng;
 
-use crate::sesauth;
+use crate::ses_password;
 use crate::smtp::codec::LineError;
 use crate::smtp::command::{self, Command};
 use crate::smtp::reply::Reply;
@@ -73,8 +73,8 @@ impl Policy {
                 .map(|a| {
                     (
                         a.access_key_id.clone(),
-                        sesauth::smtp_password_v4(a.secret.expose(), &s.region),
-                        sesauth::smtp_password_v2(a.secret.expose()),
+                        ses_password::smtp_password_v4(a.secret.expose(), &s.region),
+                        ses_password::smtp_password_v2(a.secret.expose()),
                     )
                 })
                 .collect(),
@@ -402,14 +402,14 @@ impl Session {
         let account = self.policy.credentials.iter().find(|(id, _, _)| id == user);
         let Some((id, v4, v2)) = account else {
             // Same work for unknown users, so timing does not reveal which IDs exist.
-            let _ = sesauth::constant_time_eq(pass, &[0u8; 44]);
+            let _ = ses_password::constant_time_eq(pass, &[0u8; 44]);
             return invalid_credentials();
         };
-        if sesauth::constant_time_eq(pass, v4.as_bytes()) {
+        if ses_password::constant_time_eq(pass, v4.as_bytes()) {
             self.user = Some(id.clone());
             return Reply::plain(235, "Authentication successful.");
         }
-        if pass.first() == Some(&b'A') && sesauth::constant_time_eq(pass, v2.as_bytes()) {
+        if pass.first() == Some(&b'A') && ses_password::constant_time_eq(pass, v2.as_bytes()) {
             return sigv2_deprecated();
         }
         invalid_credentials()
@@ -426,8 +426,11 @@ mod tests {
             region: "us-east-1".into(),
             credentials: vec![(
                 "AKIAIOSFODNN7EXAMPLE".into(),
-                sesauth::smtp_password_v4("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "us-east-1"),
-                sesauth::smtp_password_v2("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+                ses_password::smtp_password_v4(
+                    "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+                    "us-east-1",
+                ),
+                ses_password::smtp_password_v2("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
             )],
             legacy_ehlo_size: false,
             starttls_after_tls: false,

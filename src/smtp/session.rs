@@ -24,10 +24,11 @@ use crate::users::Submitter;
 
 pub use super::sasl::Credentials;
 
-/// What the session needs to know about its limits; copied from the config snapshot taken
-/// when the connection was accepted.
+/// What this session offers and enforces: its name, the size and recipient limits, the error
+/// budget, and whether STARTTLS and AUTH may be offered. Built by the relay from the settings
+/// in force when the connection was accepted.
 #[derive(Debug, Clone)]
-pub struct Limits {
+pub struct Rules {
     pub hostname: String,
     pub max_message_size: usize,
     pub max_recipients: usize,
@@ -86,7 +87,7 @@ enum State {
 
 #[derive(Debug)]
 pub struct Session {
-    limits: Limits,
+    rules: Rules,
     /// May this client submit mail without authenticating (allow_networks)?
     allowed: bool,
     state: State,
@@ -100,9 +101,9 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(limits: Limits, allowed: bool) -> Self {
+    pub fn new(rules: Rules, allowed: bool) -> Self {
         Session {
-            limits,
+            rules,
             allowed,
             state: State::Connected,
             envelope: Envelope::default(),
@@ -135,7 +136,7 @@ impl Session {
     }
 
     fn auth_offered(&self) -> bool {
-        self.limits.auth_users && (self.tls || self.limits.auth_plaintext)
+        self.rules.auth_users && (self.tls || self.rules.auth_plaintext)
     }
 
     /// The outcome of checking [`Action::Authenticate`]'s credentials.
@@ -148,13 +149,13 @@ impl Session {
             }
             None => {
                 self.auth_failures += 1;
-                if self.auth_failures >= self.limits.max_auth_failures {
+                if self.auth_failures >= self.rules.max_auth_failures {
                     Action::Close(Reply::new(
                         421,
                         "4.7.0",
                         format!(
                             "{} Too many failed authentication attempts, closing connection",
-                            self.limits.hostname
+                            self.rules.hostname
                         ),
                     ))
                 } else {
@@ -204,7 +205,7 @@ impl Session {
     }
 
     fn auth_command(&mut self, mechanism: String, initial: Option<String>) -> Action {
-        if !self.limits.auth_users {
+        if !self.rules.auth_users {
             return Action::Reply(Reply::new(
                 502,
                 "5.5.1",
@@ -212,7 +213,7 @@ impl Session {
             ));
         }
         if !self.auth_offered() {
-            return Action::Reply(if self.limits.starttls {
+            return Action::Reply(if self.rules.starttls {
                 Reply::new(530, "5.7.0", "Must issue a STARTTLS command first")
             } else {
                 Reply::new(538, "5.7.11", "Encryption required for authentication")
@@ -239,7 +240,7 @@ impl Session {
     pub fn greeting(&self) -> Reply {
         Reply::plain(
             220,
-            format!("{} ESMTP dkim-relay ready", self.limits.hostname),
+            format!("{} ESMTP dkim-relay ready", self.rules.hostname),
         )
     }
 
@@ -281,13 +282,13 @@ impl Session {
             && r.code >= 400
         {
             self.errors += 1;
-            if self.errors >= self.limits.max_errors {
+            if self.errors >= self.rules.max_errors {
                 return Action::Close(Reply::new(
                     421,
                     "4.7.0",
                     format!(
                         "{} Too many errors, closing connection",
-                        self.limits.hostname
+                        self.rules.hostname
                     ),
                 ));
             }
@@ -296,7 +297,7 @@ impl Session {
     }
 
     fn handle(&mut self, cmd: Command) -> Action {
-        let h = &self.limits.hostname.clone();
+        let h = &self.rules.hostname.clone();
         match cmd {
             Command::Ehlo(_) => {
                 self.reset();
@@ -305,10 +306,10 @@ impl Session {
                     h.clone(),
                     "PIPELINING".into(),
                     "8BITMIME".into(),
-                    format!("SIZE {}", self.limits.max_message_size),
+                    format!("SIZE {}", self.rules.max_message_size),
                     "ENHANCEDSTATUSCODES".into(),
                 ];
-                if self.limits.starttls && !self.tls {
+                if self.rules.starttls && !self.tls {
                     caps.push("STARTTLS".into());
                 }
                 if self.auth_offered() && self.user.is_none() {
@@ -357,7 +358,7 @@ impl Session {
                 "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP",
             )),
             Command::StartTls => {
-                if !self.limits.starttls {
+                if !self.rules.starttls {
                     Action::Reply(Reply::new(
                         502,
                         "5.5.1",
@@ -410,13 +411,13 @@ impl Session {
         for (key, value) in &params {
             match (key.as_str(), value.as_deref()) {
                 ("SIZE", Some(v)) => match v.parse::<u64>() {
-                    Ok(n) if n > self.limits.max_message_size as u64 => {
+                    Ok(n) if n > self.rules.max_message_size as u64 => {
                         return Action::Reply(Reply::new(
                             552,
                             "5.3.4",
                             format!(
                                 "Message size exceeds fixed maximum of {} bytes",
-                                self.limits.max_message_size
+                                self.rules.max_message_size
                             ),
                         ));
                     }
@@ -454,13 +455,13 @@ impl Session {
         if !matches!(self.state, State::Mail | State::Rcpt) {
             return Action::Reply(Reply::new(503, "5.5.1", "Bad sequence: MAIL first"));
         }
-        if self.envelope.rcpts.len() >= self.limits.max_recipients {
+        if self.envelope.rcpts.len() >= self.rules.max_recipients {
             return Action::Reply(Reply::new(
                 452,
                 "4.5.3",
                 format!(
                     "Too many recipients (at most {} per message)",
-                    self.limits.max_recipients
+                    self.rules.max_recipients
                 ),
             ));
         }
@@ -477,7 +478,7 @@ impl Session {
     ) -> Result<Transaction, Reply> {
         let envelope = std::mem::take(&mut self.envelope);
         self.state = State::Ready;
-        let max = self.limits.max_message_size;
+        let max = self.rules.max_message_size;
         match result {
             Ok(data) => Ok(Transaction { envelope, data }),
             Err(e) => {

@@ -1,28 +1,53 @@
 //! The layering is checked, not hoped for (ARCHITECTURE.md principle 13).
 //!
 //! Reads `src/` and fails when
-//! 1. a module below the assembly layer (`main.rs`, `cli/`, `config/`, a future `daemon.rs`)
-//!    refers to `crate::config`: `config` builds each module's own settings types and hands
-//!    them down; nothing below it reads the configuration;
-//! 2. the top-level modules' references (`use crate::X`, `crate::X::…`) form a cycle.
+//! 1. a module below the assembly layer (`main.rs`, `cli/`, `daemon.rs`, `config/`) refers to
+//!    `crate::config`: `config` builds each module's own settings types and hands them down;
+//!    nothing below it reads the configuration;
+//! 2. a module refers to one in a higher layer ([`LAYERS`]: assembly → services → core →
+//!    leaves), or a top-level module is in no layer;
+//! 3. the top-level modules' references (`use crate::X`, `crate::X::…`) form a cycle.
 //!
 //! Test code (`tests.rs` files and everything after a `#[cfg(test)]` line) and comments are
 //! not counted: fixtures may load a configuration.
 //!
-//! `KNOWN_UNTIL_SHELL` lists the edges still allowed while the server shell and the composition
-//! root are being built (issue 8). The lead empties it; do not add to it.
+//! There is no exception list: a new edge that breaks a rule is a design question, answered by
+//! moving a type to the module that owns it (usually down), not by allowing the edge.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-/// The assembly layer: may import anything.
-const ASSEMBLY: &[&str] = &["main", "cli", "config", "daemon"];
-
-/// Edges (`from`, `to`) tolerated until the next step of issue 8. Each says why.
-const KNOWN_UNTIL_SHELL: &[(&str, &str, &str)] = &[
-    // `doctor::lookup` takes `config::DnsSettings`, which moves into `dns/` (helper H3).
-    ("doctor", "config", "DnsSettings moves to dns/"),
+/// The layers, top to bottom (ARCHITECTURE.md). A module may refer to modules of its own layer
+/// or below, never above; `top_level_modules_form_no_cycle` keeps each layer acyclic. A new
+/// top-level module must be placed here (`every_module_has_a_layer`).
+const LAYERS: &[(&str, &[&str])] = &[
+    ("assembly", &["main", "cli", "daemon", "config"]),
+    (
+        "services",
+        &["server", "relay", "upstream", "sim", "doctor"],
+    ),
+    ("core", &["smtp", "message", "dkim", "dns"]),
+    (
+        "leaves",
+        &[
+            "allow_list",
+            "budget",
+            "domain_name",
+            "secret",
+            "ses_password",
+            "tls",
+            "users",
+        ],
+    ),
 ];
+
+/// The assembly layer: may import anything.
+const ASSEMBLY: &[&str] = LAYERS[0].1;
+
+/// Depth of a module's layer (0 = assembly), if it has one.
+fn layer_of(module: &str) -> Option<usize> {
+    LAYERS.iter().position(|(_, ms)| ms.contains(&module))
+}
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {
@@ -124,19 +149,11 @@ fn edges() -> BTreeMap<(String, String), String> {
     out
 }
 
-fn known(from: &str, to: &str) -> bool {
-    KNOWN_UNTIL_SHELL
-        .iter()
-        .any(|(f, t, _)| *f == from && *t == to)
-}
-
 #[test]
 fn nothing_below_the_assembly_layer_imports_config() {
     let offenders: Vec<String> = edges()
         .into_iter()
-        .filter(|((from, to), _)| {
-            to == "config" && !ASSEMBLY.contains(&from.as_str()) && !known(from, to)
-        })
+        .filter(|((from, to), _)| to == "config" && !ASSEMBLY.contains(&from.as_str()))
         .map(|((from, _), at)| format!("{from} imports crate::config (src/{at})"))
         .collect();
     assert!(
@@ -152,9 +169,7 @@ fn top_level_modules_form_no_cycle() {
     let all = edges();
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (from, to) in all.keys() {
-        if !known(from, to) {
-            graph.entry(from.clone()).or_default().insert(to.clone());
-        }
+        graph.entry(from.clone()).or_default().insert(to.clone());
     }
     // Depth-first search; a back edge closes a cycle.
     fn visit(
@@ -210,6 +225,46 @@ fn top_level_modules_form_no_cycle() {
 }
 
 #[test]
+fn imports_point_down_the_layers() {
+    let offenders: Vec<String> = edges()
+        .into_iter()
+        .filter_map(|((from, to), at)| {
+            let (f, t) = (layer_of(&from)?, layer_of(&to)?);
+            (t < f).then(|| {
+                format!(
+                    "{from} ({}) imports {to} ({}) at src/{at}",
+                    LAYERS[f].0, LAYERS[t].0
+                )
+            })
+        })
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "imports must point down (assembly → services → core → leaves):\n{}",
+        offenders.join("\n")
+    );
+}
+
+#[test]
+fn every_module_has_a_layer() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut unplaced: BTreeSet<String> = BTreeSet::new();
+    for file in &files {
+        if let Some(m) = module_of(&src, file)
+            && layer_of(&m).is_none()
+        {
+            unplaced.insert(m);
+        }
+    }
+    assert!(
+        unplaced.is_empty(),
+        "place these modules in LAYERS: {unplaced:?}"
+    );
+}
+
+#[test]
 fn the_checker_sees_references() {
     assert_eq!(referenced("use crate::config::Snapshot;"), ["config"]);
     assert_eq!(
@@ -217,8 +272,8 @@ fn the_checker_sees_references() {
         ["dkim", "smtp"]
     );
     assert_eq!(
-        referenced("let x = crate::net::is_loopback(ip) && crate::users::f();"),
-        ["net", "users"]
+        referenced("let x = crate::allow_list::is_loopback(ip) && crate::users::f();"),
+        ["allow_list", "users"]
     );
     let lines = code_lines("// crate::config\nuse crate::a;\n#[cfg(test)]\nuse crate::b;\n");
     assert_eq!(lines.len(), 1);

@@ -113,8 +113,8 @@ proptest! {
     }
 }
 
-fn session_limits() -> dkim_relay::smtp::session::Limits {
-    dkim_relay::smtp::session::Limits {
+fn session_limits() -> dkim_relay::smtp::session::Rules {
+    dkim_relay::smtp::session::Rules {
         hostname: "relay.test".into(),
         max_message_size: 4096,
         max_recipients: 3,

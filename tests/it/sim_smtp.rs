@@ -602,7 +602,7 @@ async fn default_mail_from_domain_and_region() {
             .await,
         "535 Authentication Credentials Invalid\r\n"
     );
-    let eu = dkim_relay::sesauth::smtp_password_v4(SECRET, "eu-west-1");
+    let eu = dkim_relay::ses_password::smtp_password_v4(SECRET, "eu-west-1");
     assert_eq!(
         c.cmd(&format!("AUTH PLAIN {}", plain(KEY_ID, &eu))).await,
         "235 Authentication successful.\r\n"

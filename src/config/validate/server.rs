@@ -5,9 +5,9 @@
 use std::net::SocketAddr;
 
 use super::Ctx;
+use crate::allow_list::Network;
 use crate::config::defaults::server as default;
 use crate::config::*;
-use crate::net::Network;
 
 pub(super) fn server(cx: &mut Ctx<'_>, raw: &crate::config::raw::RawServer) -> Option<Server> {
     let mut ok = true;

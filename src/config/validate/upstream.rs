@@ -284,7 +284,7 @@ fn password(cx: &mut Ctx<'_>, raw: &RawUpstream, host: &str) -> Option<(Secret, 
     };
     match std::env::var(var) {
         Ok(secret) if !secret.is_empty() => Some((
-            Secret::new(crate::sesauth::smtp_password_v4(&secret, &region)),
+            Secret::new(crate::ses_password::smtp_password_v4(&secret, &region)),
             format!("derived (v4, {region}) from environment variable {var}"),
         )),
         _ => {

@@ -3,7 +3,7 @@ use super::*;
 
 fn session() -> Session {
     Session::new(
-        Limits {
+        Rules {
             hostname: "relay.test".into(),
             max_message_size: 1000,
             max_recipients: 2,
@@ -115,7 +115,7 @@ fn too_many_errors_closes() {
 
 #[test]
 fn clients_outside_allow_networks_cannot_send() {
-    let mut s = Session::new(session().limits, false);
+    let mut s = Session::new(session().rules, false);
     cmd(&mut s, "EHLO c");
     assert_eq!(code(&cmd(&mut s, "MAIL FROM:<a@b.c>")), 530);
 }
@@ -172,7 +172,7 @@ fn auth_needs_tls_and_is_once_and_outside_transactions() {
 
 #[test]
 fn auth_login_continuations_and_failure_cap() {
-    let mut s = Session::new(session().limits, false);
+    let mut s = Session::new(session().rules, false);
     s.tls_started();
     cmd(&mut s, "EHLO c");
     assert_eq!(code(&cmd(&mut s, "MAIL FROM:<a@b.c>")), 530);

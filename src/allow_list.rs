@@ -1,4 +1,5 @@
-//! Client networks (`allow_networks`): CIDR blocks for IPv4 and IPv6, and the loopback test.
+//! The client allow-list (`allow_networks`): CIDR blocks for IPv4 and IPv6 that may relay
+//! without authenticating, and the loopback test.
 //!
 //! A leaf: `config` parses the blocks, the server shell asks whether a peer is inside one. An
 //! IPv4 client seen through an IPv6 socket (`::ffff:a.b.c.d`) counts as that IPv4 client

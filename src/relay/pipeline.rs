@@ -1,24 +1,21 @@
-//! The relay pipeline for one accepted message, in one direction:
+//! The pipeline for one accepted message, in one direction:
 //! header From → domain → SES header policy → envelope rewrite → DKIM signature → upstream →
 //! the upstream's reply back to the client.
 //!
 //! Fail closed: any failure to sign is a 451 and nothing is sent. The client only ever gets
 //! a 250 when the upstream said 250, and then it gets the upstream's own text (SES message id).
 
-pub mod protocol;
-pub mod settings;
-
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use super::settings::Settings;
 use crate::budget::ByteBudget;
 use crate::dkim::signer;
 use crate::message::{self, Envelope};
 use crate::smtp::reply::Reply;
 use crate::upstream::pool::{Delivery, Pool};
 use crate::upstream::{UpstreamError, ses_message_id};
-pub use settings::Settings;
 
 /// Who sent a message, for the log line.
 #[derive(Debug, Clone)]

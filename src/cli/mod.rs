@@ -71,7 +71,7 @@ fn enforce_published(
         message,
     };
     let rt = small_runtime().map_err(|_| vec![error("cannot start the async runtime".into())])?;
-    let lookup = crate::doctor::HickoryLookup::with(
+    let lookup = crate::dns::lookup::HickoryLookup::with(
         nameserver.or(snapshot.dns.nameserver),
         snapshot.dns.timeout,
     )
@@ -126,7 +126,7 @@ pub fn doctor(path: &Path, nameserver: Option<std::net::SocketAddr>) -> ExitCode
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    let lookup = match crate::doctor::HickoryLookup::with(
+    let lookup = match crate::dns::lookup::HickoryLookup::with(
         nameserver.or(snapshot.dns.nameserver),
         snapshot.dns.timeout,
     ) {

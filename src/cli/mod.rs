@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use crate::config::{self, Diagnostic, Severity};
 
+pub mod outbox;
 pub mod serve;
 
 pub use serve::{serve, ses_sim};
@@ -333,14 +334,4 @@ fn print_or_fail(result: anyhow::Result<String>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// `dkim-relay outbox list`.
-pub fn outbox_list(dir: &Path, json: bool) -> ExitCode {
-    print_or_fail(crate::sim::outbox_list_cli(dir, json))
-}
-
-/// `dkim-relay outbox show ID`.
-pub fn outbox_show(dir: &Path, id: &str, json: bool) -> ExitCode {
-    print_or_fail(crate::sim::outbox_show_cli(dir, id, json))
 }

@@ -10,7 +10,8 @@
 //! settings type — the signing domains ([`crate::dkim::domain`]), the envelope rules and upstream
 //! profile ([`crate::message`]), the endpoint and pool settings ([`crate::upstream::settings`]),
 //! the simulator's ([`crate::sim::config`]) — and hands them down. Nothing below it imports
-//! `config` (checked by `tests/it/layering.rs`); each type is imported from its own home, never through `config`.
+//! `config` (checked by `tests/it/layering.rs`), and nobody imports those types through
+//! `config`: each has one home and one name.
 //!
 //! Files: [`raw`] (the TOML shape), [`assemble`] (builds the relay's own settings, shell
 //! settings included, from a snapshot), `validate` (one file per section; the only place that

@@ -9,8 +9,9 @@ use std::path::Path;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use dkim_relay::config;
 use dkim_relay::dkim::signer;
-use dkim_relay::message::{self, Envelope};
+use dkim_relay::message;
 use dkim_relay::smtp::command::Mailbox;
+use dkim_relay::smtp::envelope::Envelope;
 use dkim_relay::upstream::framing::{self, Framer};
 
 fn message(size: usize) -> Vec<u8> {

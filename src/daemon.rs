@@ -21,14 +21,12 @@ use std::sync::Arc;
 
 use crate::config::reload::{Live, Reloaded};
 use crate::config::{self, Diagnostic, Severity, Snapshot, UpstreamTarget};
-use crate::doctor::{HickoryLookup, Lookup};
+use crate::dns::lookup::{HickoryLookup, Lookup};
 use crate::relay::Relay;
 use crate::relay::protocol::RelayProtocol;
-use crate::server::{self, Listener, Mode};
+use crate::server::{self, Listener, Mode, Stopped};
 use crate::sim::config::{SimSettings, TlsSource};
 use crate::sim::{RunningSim, SimError};
-
-pub use crate::server::Stopped;
 
 /// Why a relay or a simulator did not start. Nothing is left running.
 #[derive(Debug, thiserror::Error)]

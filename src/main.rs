@@ -118,8 +118,8 @@ fn main() -> ExitCode {
         Command::Doctor { config, nameserver } => dkim_relay::cli::doctor(&config, nameserver),
         Command::SesSim { config } => dkim_relay::cli::ses_sim(&config),
         Command::Outbox { dir, json, action } => match action {
-            OutboxAction::List => dkim_relay::cli::outbox_list(&dir, json),
-            OutboxAction::Show { id } => dkim_relay::cli::outbox_show(&dir, &id, json),
+            OutboxAction::List => dkim_relay::cli::outbox::list(&dir, json),
+            OutboxAction::Show { id } => dkim_relay::cli::outbox::show(&dir, &id, json),
         },
     }
 }

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use crate::config::{self, Diagnostic, Severity};
 
+pub mod outbox;
 pub mod serve;
 
 pub use serve::{serve, ses_sim};
@@ -71,7 +72,7 @@ fn enforce_published(
         message,
     };
     let rt = small_runtime().map_err(|_| vec![error("cannot start the async runtime".into())])?;
-    let lookup = crate::doctor::HickoryLookup::with(
+    let lookup = crate::dns::lookup::HickoryLookup::with(
         nameserver.or(snapshot.dns.nameserver),
         snapshot.dns.timeout,
     )
@@ -126,7 +127,7 @@ pub fn doctor(path: &Path, nameserver: Option<std::net::SocketAddr>) -> ExitCode
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    let lookup = match crate::doctor::HickoryLookup::with(
+    let lookup = match crate::dns::lookup::HickoryLookup::with(
         nameserver.or(snapshot.dns.nameserver),
         snapshot.dns.timeout,
     ) {
@@ -333,14 +334,4 @@ fn print_or_fail(result: anyhow::Result<String>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// `dkim-relay outbox list`.
-pub fn outbox_list(dir: &Path, json: bool) -> ExitCode {
-    print_or_fail(crate::sim::outbox_list_cli(dir, json))
-}
-
-/// `dkim-relay outbox show ID`.
-pub fn outbox_show(dir: &Path, id: &str, json: bool) -> ExitCode {
-    print_or_fail(crate::sim::outbox_show_cli(dir, id, json))
 }

@@ -3,6 +3,7 @@
 //! and key files' contents never appear; only where they came from).
 
 use super::*;
+use crate::message::EnvelopeLocalPart;
 
 impl Snapshot {
     /// The effective configuration as TOML-like text, secrets masked (`dkim-relay check`).

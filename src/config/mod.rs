@@ -10,7 +10,8 @@
 //! settings type — the signing domains ([`crate::dkim::domain`]), the envelope rules and upstream
 //! profile ([`crate::message`]), the endpoint and pool settings ([`crate::upstream::settings`]),
 //! the simulator's ([`crate::sim::config`]) — and hands them down. Nothing below it imports
-//! `config` (checked by `tests/layering.rs`); the types re-exported here are theirs.
+//! `config` (checked by `tests/it/layering.rs`), and nobody imports those types through
+//! `config`: each has one home and one name.
 //!
 //! Files: [`raw`] (the TOML shape), [`assemble`] (builds the relay's own settings, shell
 //! settings included, from a snapshot), `validate` (one file per section; the only place that
@@ -36,16 +37,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::allow_list::Network;
-pub use crate::allow_list::is_loopback;
 use crate::dkim::Algorithm;
-pub use crate::dkim::domain::{
-    DEFAULT_OVERSIGNED, DEFAULT_SIGNED_HEADERS, Domain, Domains, ses_forbids_signing,
-};
-pub use crate::message::{EnvelopeLocalPart, EnvelopeRules, Profile};
-pub use crate::secret::{Secret, SecretEq};
+use crate::dkim::domain::{Domain, Domains};
+use crate::dns::lookup::ResolverSettings;
+use crate::message::{EnvelopeRules, Profile};
+use crate::secret::Secret;
 use crate::sim::config::SimSettings;
 use crate::smtp::codec::BareNewline;
-pub use crate::upstream::settings::{Endpoint, PoolSettings, TlsMode};
+use crate::upstream::settings::{Endpoint, PoolSettings, TlsMode};
 use raw::RawConfig;
 
 /// How bad a finding is.
@@ -151,7 +150,7 @@ pub struct Snapshot {
     pub server: Server,
     pub upstream: Upstream,
     pub reload: ReloadSettings,
-    pub dns: DnsSettings,
+    pub dns: ResolverSettings,
     pub domains: Domains,
     /// Every file this snapshot was built from, the configuration file first: key files, the
     /// listener's certificate and key, the upstream's `ca_file` and `password_file`, the
@@ -171,8 +170,6 @@ pub struct ReloadSettings {
     /// Rotation age: `doctor` warns about keys whose file is older than this.
     pub key_max_age: Duration,
 }
-
-pub use crate::dns::lookup::ResolverSettings as DnsSettings;
 
 impl Snapshot {
     /// The domain entry that signs for a header-From domain ([`Domains::domain_for`]).

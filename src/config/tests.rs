@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::*;
 use crate::dkim::keygen;
+use crate::secret::SecretEq;
 
 struct Keys {
     dir: tempfile::TempDir,

@@ -19,9 +19,8 @@ use std::time::{Duration, SystemTime};
 use crate::dkim::Algorithm;
 use crate::dkim::domain::{Domain, Domains};
 use crate::dkim::key::SelectorKey;
-pub use crate::dns::dkim_record::tag_list;
-use crate::dns::dkim_record::{DkimRecordOutcome, DkimRecordProblem, tag};
-pub use crate::dns::lookup::{HickoryLookup, Lookup, LookupError, NoLookup, StaticLookup};
+use crate::dns::dkim_record::{DkimRecordOutcome, DkimRecordProblem, tag, tag_list};
+use crate::dns::lookup::{Lookup, LookupError};
 
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

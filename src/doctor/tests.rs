@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use super::*;
 use crate::config::{self, Snapshot};
 use crate::dkim::keygen::dkim_txt_value;
+use crate::dns::lookup::StaticLookup;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 

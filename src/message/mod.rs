@@ -13,7 +13,7 @@ pub mod address;
 pub mod headers;
 
 use crate::smtp::command::Mailbox;
-pub use crate::smtp::envelope::Envelope;
+use crate::smtp::envelope::Envelope;
 use crate::smtp::reply::Reply;
 use address::{Author, FromError};
 use headers::{Field, Message};

@@ -22,6 +22,7 @@ use crate::budget::ByteBudget;
 use crate::server::{self, Action, Notice, Peer, Settings};
 use crate::smtp::codec::{DataError, LineError};
 use crate::smtp::reply::Reply;
+use crate::smtp::sasl::Credentials;
 use crate::smtp::session::{self, Rules, Session};
 
 /// The relay protocol: the settings in force and the long-lived relay state.
@@ -113,7 +114,7 @@ impl RelayHandler {
 
     /// Checks credentials off the async workers, delays a failure, and returns the session's
     /// verdict (235, 535, or 421 after too many failures).
-    async fn authenticate(&mut self, creds: session::Credentials) -> session::Action {
+    async fn authenticate(&mut self, creds: Credentials) -> session::Action {
         // Each argon2 check takes ~19 MiB and real CPU time: a bounded number run at once, so
         // a crowd of clients guessing passwords cannot exhaust memory.
         static VERIFIERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);

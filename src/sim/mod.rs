@@ -19,6 +19,5 @@ pub mod session;
 pub mod verdict;
 
 pub use server::{
-    EmbeddedCredentials, EmbeddedDomain, RunningSim, SimError, outbox_list_cli, outbox_show_cli,
-    start, start_embedded,
+    EmbeddedCredentials, EmbeddedDomain, RunningSim, SimError, start, start_embedded,
 };

@@ -29,7 +29,9 @@ use super::deliver::{self, SesKey};
 use super::outbox::{self, SimOutcome};
 use super::rules::{self, AccountState, Decision};
 use super::session::{self, Policy, Session, Transaction};
-use super::verdict::{self, DnsView};
+use super::verdict;
+use crate::dns::DnsView;
+use crate::domain_name::dns_name;
 use crate::secret::Secret;
 use crate::server::{self, Action, Listener, Mode, Notice, Peer, TlsSettings};
 use crate::smtp::codec::{BareNewline, DataError, LineError};
@@ -203,7 +205,7 @@ pub async fn start(
     // caller already supplied them, so `include:amazonses.com` resolves exactly once.)
     let has_txt = |name: &str| {
         records.iter().any(|r| {
-            r.name.trim_end_matches('.').eq_ignore_ascii_case(name)
+            dns_name(&r.name) == dns_name(name)
                 && matches!(&r.data, crate::dns::RecordData::Txt(t) if t.starts_with("v=spf1"))
         })
     };
@@ -309,8 +311,8 @@ pub async fn start_embedded(
     }
     let mut dns = Vec::new();
     for d in domains {
-        let name = d.name.trim_end_matches('.').to_ascii_lowercase();
-        let mail_from = d.mail_from.trim_end_matches('.').to_ascii_lowercase();
+        let name = dns_name(&d.name);
+        let mail_from = dns_name(&d.mail_from);
         if !settings.identities.contains(&name) {
             settings.identities.push(name.clone());
         }
@@ -329,28 +331,6 @@ pub async fn start_embedded(
     }
     let sim = start(settings, dns).await?;
     Ok((sim, EmbeddedCredentials { username, password }))
-}
-
-/// `dkim-relay ses-sim outbox list [--json]`.
-pub fn outbox_list_cli(dir: &Path, json: bool) -> anyhow::Result<String> {
-    let records = outbox::list(dir)?;
-    Ok(if json {
-        outbox::format_json(&records)
-    } else if records.is_empty() {
-        format!("outbox {} is empty\n", dir.display())
-    } else {
-        outbox::format_table(&records)
-    })
-}
-
-/// `dkim-relay ses-sim outbox show ID [--json]`.
-pub fn outbox_show_cli(dir: &Path, id: &str, json: bool) -> anyhow::Result<String> {
-    let (record, eml) = outbox::show(dir, id)?;
-    Ok(if json {
-        serde_json::to_string_pretty(&record)?
-    } else {
-        outbox::format_show(&record, &eml)
-    })
 }
 
 fn drop_stage_of(verb: &str) -> Option<DropStage> {

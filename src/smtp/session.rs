@@ -22,7 +22,7 @@ use super::sasl::{self, Exchange, SaslError, Step};
 use crate::smtp::envelope::Envelope;
 use crate::users::Submitter;
 
-pub use super::sasl::Credentials;
+use super::sasl::Credentials;
 
 /// What this session offers and enforces: its name, the size and recipient limits, the error
 /// budget, and whether STARTTLS and AUTH may be offered. Built by the relay from the settings

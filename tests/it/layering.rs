@@ -6,7 +6,10 @@
 //!    nothing below it reads the configuration;
 //! 2. a module refers to one in a higher layer ([`LAYERS`]: assembly → services → core →
 //!    leaves), or a top-level module is in no layer;
-//! 3. the top-level modules' references (`use crate::X`, `crate::X::…`) form a cycle.
+//! 3. the top-level modules' references (`use crate::X`, `crate::X::…`) form a cycle;
+//! 4. a module re-exports another top-level module's item (`pub use crate::X::…`): each type
+//!    has one home and one name, and callers import it from there (a module's facade over its
+//!    own submodules, `pub use self::…`, is fine).
 //!
 //! Test code (`tests.rs` files and everything after a `#[cfg(test)]` line) and comments are
 //! not counted: fixtures may load a configuration.
@@ -149,6 +152,49 @@ fn edges() -> BTreeMap<(String, String), String> {
     out
 }
 
+/// The other top-level module a line re-exports from (`pub use crate::X…`, any `pub(…)`), if
+/// it is not the file's own module.
+fn foreign_reexport(from: &str, line: &str) -> Option<String> {
+    let rest = line.strip_prefix("pub")?;
+    let rest = match rest.strip_prefix('(') {
+        Some(vis) => &vis[vis.find(')')? + 1..],
+        None => rest,
+    };
+    let rest = rest.trim_start().strip_prefix("use ")?.trim_start();
+    if !rest.starts_with("crate::") {
+        return None;
+    }
+    referenced(rest).into_iter().find(|to| to != from)
+}
+
+#[test]
+fn each_type_has_one_home() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    files.sort();
+    let mut offenders = Vec::new();
+    for file in files {
+        let Some(from) = module_of(&src, &file) else {
+            continue;
+        };
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (line_no, line) in code_lines(&text) {
+            if let Some(to) = foreign_reexport(&from, &line) {
+                offenders.push(format!(
+                    "src/{}:{line_no}: {from} re-exports from {to}",
+                    file.strip_prefix(&src).unwrap().display()
+                ));
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "a type has one home and one name; import it from its module instead:\n{}",
+        offenders.join("\n")
+    );
+}
+
 #[test]
 fn nothing_below_the_assembly_layer_imports_config() {
     let offenders: Vec<String> = edges()
@@ -274,6 +320,26 @@ fn the_checker_sees_references() {
     assert_eq!(
         referenced("let x = crate::allow_list::is_loopback(ip) && crate::users::f();"),
         ["allow_list", "users"]
+    );
+    assert_eq!(
+        foreign_reexport("config", "pub use crate::secret::{Secret, SecretEq};").as_deref(),
+        Some("secret")
+    );
+    assert_eq!(
+        foreign_reexport("doctor", "pub(crate) use crate::dns::lookup::Lookup;").as_deref(),
+        Some("dns")
+    );
+    assert_eq!(
+        foreign_reexport("dns", "pub use crate::dns::view::DnsView;"),
+        None
+    );
+    assert_eq!(
+        foreign_reexport("sim", "pub use self::dkim::DkimVerdict;"),
+        None
+    );
+    assert_eq!(
+        foreign_reexport("config", "use crate::secret::Secret;"),
+        None
     );
     let lines = code_lines("// crate::config\nuse crate::a;\n#[cfg(test)]\nuse crate::b;\n");
     assert_eq!(lines.len(), 1);

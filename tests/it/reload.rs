@@ -16,8 +16,9 @@ use std::time::Duration;
 use dkim_relay::config::{self, reload::Live};
 use dkim_relay::daemon;
 use dkim_relay::dkim::{Algorithm, keygen};
-use dkim_relay::doctor::StaticLookup;
-use dkim_relay::sim::verdict::{DnsView, verdict};
+use dkim_relay::dns::DnsView;
+use dkim_relay::dns::lookup::StaticLookup;
+use dkim_relay::sim::verdict::verdict;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -226,7 +227,7 @@ struct RunningRelay {
 async fn start_relay(path: &Path, lookup: Option<Arc<StaticLookup>>) -> RunningRelay {
     let snapshot = config::load(path).unwrap();
     let options = daemon::Options {
-        lookup: lookup.map(|l| l as Arc<dyn dkim_relay::doctor::Lookup>),
+        lookup: lookup.map(|l| l as Arc<dyn dkim_relay::dns::lookup::Lookup>),
     };
     let running = daemon::start_with(path, snapshot, options).await.unwrap();
     RunningRelay {

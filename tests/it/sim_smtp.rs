@@ -576,12 +576,12 @@ X-SES-CONFIGURATION-SET: marketing\r\nX-SES-MESSAGE-TAGS: a=b\r\nX-Custom: kept\
         table.contains(&id) && table.contains("dkim=") && table.contains("Report"),
         "{table}"
     );
-    let listed = dkim_relay::sim::outbox_list_cli(&sim.outbox, true).unwrap();
+    let listed = dkim_relay::cli::outbox::list_text(&sim.outbox, true).unwrap();
     let arr: serde_json::Value = serde_json::from_str(&listed).unwrap();
     assert_eq!(arr.as_array().unwrap().len(), 1);
-    let shown = dkim_relay::sim::outbox_show_cli(&sim.outbox, &id, false).unwrap();
+    let shown = dkim_relay::cli::outbox::show_text(&sim.outbox, &id, false).unwrap();
     assert!(shown.contains("bounces@example.org") && shown.contains("Subject: Report"));
-    assert!(dkim_relay::sim::outbox_show_cli(&sim.outbox, "../etc", false).is_err());
+    assert!(dkim_relay::cli::outbox::show_text(&sim.outbox, "../etc", false).is_err());
     sim.shutdown().await;
 }
 

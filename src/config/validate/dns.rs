@@ -6,7 +6,7 @@ use super::Ctx;
 use crate::config::defaults::dns as default;
 use crate::config::*;
 
-pub(super) fn dns(cx: &mut Ctx<'_>, raw: &crate::config::raw::RawDns) -> DnsSettings {
+pub(super) fn dns(cx: &mut Ctx<'_>, raw: &crate::config::raw::RawDns) -> ResolverSettings {
     let nameserver = raw.nameserver.as_deref().and_then(|ns| {
         let parsed = ns.parse::<SocketAddr>().ok().or_else(|| {
             ns.parse::<std::net::IpAddr>()
@@ -26,7 +26,7 @@ pub(super) fn dns(cx: &mut Ctx<'_>, raw: &crate::config::raw::RawDns) -> DnsSett
         raw.timeout_secs,
         default::TIMEOUT_SECS,
     );
-    DnsSettings {
+    ResolverSettings {
         nameserver,
         timeout: secs(timeout),
     }

@@ -9,7 +9,9 @@ use super::Ctx;
 use crate::config::defaults::domains as default;
 use crate::config::raw::RawDomain;
 use crate::config::*;
+use crate::dkim::domain::{DEFAULT_OVERSIGNED, DEFAULT_SIGNED_HEADERS, ses_forbids_signing};
 use crate::dkim::key::{KeyProblem, SelectorKey};
+use crate::message::EnvelopeLocalPart;
 
 pub(super) fn domain(
     cx: &mut Ctx<'_>,

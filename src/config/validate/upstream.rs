@@ -6,6 +6,7 @@ use super::Ctx;
 use crate::config::defaults::upstream as default;
 use crate::config::raw::RawUpstream;
 use crate::config::*;
+use crate::secret::SecretEq;
 
 pub(super) fn upstream(
     cx: &mut Ctx<'_>,

@@ -26,8 +26,7 @@ pub use self::dkim::DkimVerdict;
 pub use self::dmarc::DmarcVerdict;
 pub use self::outcome::{DkimOutcome, DmarcOutcome, DmarcPolicy, SpfOutcome};
 pub use self::spf::SpfVerdict;
-/// The view moved to [`crate::dns::view`]; re-exported for the simulator and tests.
-pub use crate::dns::DnsView;
+use crate::dns::DnsView;
 use crate::domain_name::dns_name;
 use offline::OfflineDns;
 

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use base64::Engine;
-use dkim_relay::config::Secret;
+use dkim_relay::secret::Secret;
 use dkim_relay::sim::RunningSim;
 use dkim_relay::sim::config::{Account, SimSettings};
 use dkim_relay::smtp::reply::{Reply, ReplyParser};

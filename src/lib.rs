@@ -2,38 +2,44 @@
 //!
 //! # Layout
 //!
-//! Data flows one way: client bytes → [`server::connection`] → [`smtp::codec`] →
+//! Data flows one way, one buffer per message: client bytes → [`server`] (the shell: limits,
+//! TLS, timeouts, CRLF-strict DATA under the [`budget`]) → [`relay::protocol`] →
 //! [`smtp::session`] (with the [`relay::Settings`] in force at accept) → at end of DATA
-//! [`relay`]: [`message`] (header From → domain, SES header policy, envelope rewrite) →
-//! [`dkim::signer`] → [`upstream`] (pooled, verified TLS, AUTH) → the upstream's reply → client.
+//! [`relay::pipeline`]: [`message`] (header fields as spans of the DATA buffer, From → signing
+//! domain, SES header policy, envelope rewrite) → [`dkim::signer`] (over slices of the buffer)
+//! → [`upstream`] (pooled, verified TLS, AUTH, dot-stuffed on the fly) → the upstream's reply →
+//! client.
 //!
-//! Layers, imports pointing down only (checked by `tests/layering.rs`):
+//! Four layers, imports pointing down only (checked by `tests/it/layering.rs`):
 //!
-//! - assembly: [`cli`] — the subcommands (thin: load, start, wait for signals);
-//!   [`daemon`] — the composition root: starts a relay (embedded simulator resolved once,
-//!   listeners, live configuration, watcher) or the standalone simulator, and returns its
-//!   addresses and a handle to reload and stop it; [`config`] — TOML → validated `Snapshot`
-//!   that builds each module's own settings type ([`config::assemble`] builds
-//!   [`relay::Settings`]); atomic reload that refuses restart-only changes and publishes the
-//!   relay's new settings; the watcher; every default in [`config::defaults`].
-//! - services: [`server`] — listener (limits, graceful shutdown) and the connection driver
-//!   (timeouts); [`relay`] — the pipeline for one message, the relay protocol on the shell, and
-//!   its own settings ([`relay::settings`]: shell settings, session rules, domains, upstream)
-//!   read through a watch channel a reload swaps; [`upstream`] — TLS + AUTH SMTP
-//!   client and pool, its settings in [`upstream::settings`], DATA dot-stuffed on the fly in
-//!   [`upstream::framing`]; [`sim`] — the SES SMTP simulator:
-//!   SES rules and rewrites, outbox, DKIM/SPF/DMARC verdicts; [`doctor`] — DNS diagnosis.
-//! - core: [`smtp`] — sans-IO protocol core: framing, commands, replies, the envelope
-//!   ([`smtp::envelope`]), session state; [`message`] — header section, header From, SES header
-//!   policy, envelope rules and rewrite; [`dkim`] — keys, key generation, the signer, and the
-//!   signing domain with its header policy and the From-domain lookup ([`dkim::domain`]: the
-//!   signed-header defaults live there); [`dns`] — records a sending domain publishes,
-//!   zone/Route 53/JSON formats.
-//! - leaves: [`secret`] — masked secrets; [`domain_name`] — the one domain normaliser and
-//!   parent walk; [`allow_list`] — client networks (the `allow_networks` allow-list) and loopback;
-//!   [`users`] — submission users and their domains; [`ses_password`] — SES SMTP password
-//!   derivation; [`tls`] — certificates and server TLS; [`budget`] — the process-wide
-//!   bytes-in-flight budget.
+//! - **assembly** — [`cli`]: the subcommands, thin (load, start, wait for signals, print;
+//!   [`cli::outbox`] prints the simulator's outbox). [`daemon`]: the composition root; starts a
+//!   relay (the `require_published` gate, the embedded simulator resolved once, listeners, live
+//!   configuration, watcher) or the standalone simulator and returns its addresses and a handle
+//!   to reload and stop it. [`config`]: TOML → validated `Snapshot`, one file per section under
+//!   `validate/`, every default in [`config::defaults`]; [`config::assemble`] builds each
+//!   service's own settings; [`config::reload`] swaps atomically and refuses restart-only
+//!   changes ([`config::restart`]); [`config::rotation`] (`require_published`);
+//!   [`config::watch`] (every file the configuration read).
+//! - **services** — [`server`]: the one SMTP server shell (listeners, connection limits,
+//!   STARTTLS, timeouts, pregreet, pipelining, DATA, drain) that every protocol runs on.
+//!   [`relay`]: the relay's protocol, its per-message pipeline and its settings.
+//!   [`upstream`]: the SES client — TLS + AUTH, the pool, [`upstream::framing`] (dot-stuffing on
+//!   the fly), [`upstream::settings`]. [`sim`]: the SES SMTP simulator — its protocol on the
+//!   shell, SES's rules and rewrites, the outbox, the DKIM/SPF/DMARC verdict
+//!   ([`sim::verdict`]), the embedded mode ([`sim::embedded`]). [`doctor`]: checks of the
+//!   published DNS records and their printing.
+//! - **core** (sans-IO) — [`smtp`]: framing ([`smtp::codec`]), commands with typed errors,
+//!   replies, the relay's session state machine, the SASL PLAIN/LOGIN steps ([`smtp::sasl`])
+//!   and the envelope. [`message`]: the header section as spans, header From, the SES header
+//!   policy and the envelope rewrite. [`dkim`]: the signing domain and its header policy
+//!   ([`dkim::domain`]: the signed-header defaults live there), keys read once
+//!   ([`dkim::private_key`]), key generation, the signer. [`dns`]: records and their formats,
+//!   DNS look-ups ([`dns::lookup`]), the in-memory view, the DKIM-record rule.
+//! - **leaves** — [`allow_list`]: the client allow-list (`allow_networks`) and loopback;
+//!   [`budget`]: the bytes-in-flight budget; [`domain_name`]: the one domain normaliser and
+//!   parent walk; [`secret`]: masked secrets; [`ses_password`]: SES SMTP password derivation;
+//!   [`tls`]: certificates and server TLS; [`users`]: submission users and their domains.
 
 pub mod allow_list;
 pub mod budget;

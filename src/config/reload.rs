@@ -10,7 +10,7 @@
 //! changes a setting that needs a restart ([`super::restart`]: listeners, the simulator switch,
 //! the embedded simulator's settings), carries the embedded simulator's endpoint (resolved once
 //! at start) into it, applies `require_published` against the snapshot in force
-//! ([`super::publish`]), and only then swaps.
+//! ([`super::rotation`]), and only then swaps.
 //! Reloads are serialized (SIGHUP and the file watcher share one async lock), and each swap
 //! carries a ticket taken when the reload started, so a slower, older reload can never replace
 //! the result of a newer one.

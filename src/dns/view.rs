@@ -3,7 +3,7 @@
 //! The simulator answers every receiver-side lookup (DKIM keys, SPF, DMARC) from one of these,
 //! built from the records a configuration would publish plus any zone file; `doctor`'s
 //! [`super::lookup::StaticLookup`] wraps one to check records before they are published. Names
-//! are keyed normalised ([`super::norm`]: trimmed, no trailing dot, lower case), so `Example.ORG.`
+//! are keyed normalised ([`crate::domain_name::dns_name`]: trimmed, no trailing dot, lower case), so `Example.ORG.`
 //! and `example.org` are the same name (DNS names compare case-insensitively, RFC 4343).
 
 use std::collections::HashMap;

@@ -8,8 +8,8 @@
 //! - nothing is buffered without bound: over-long lines and over-size messages are counted and
 //!   discarded, then reported once the client has finished sending.
 //!
-//! On the way out, [`dot_stuff`] re-frames a CRLF-clean message, so the upstream never sees the
-//! client's framing at all.
+//! On the way out, `upstream::framing` re-frames the CRLF-clean message, so the upstream never
+//! sees the client's framing at all.
 
 /// What to do with a CR or LF that is not part of a CRLF pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
@@ -328,25 +328,6 @@ fn line_buffer_reuse() -> Vec<u8> {
     Vec::with_capacity(MAX_TEXT_LINE + 2)
 }
 
-/// Frames a CRLF-clean message for DATA: every line starting with "." gets another ".",
-/// a missing final CRLF is added, and the terminating `.CRLF` is appended.
-pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(message.len() + message.len() / 64 + 8);
-    let mut at_line_start = true;
-    for &b in message {
-        if at_line_start && b == b'.' {
-            out.push(b'.');
-        }
-        out.push(b);
-        at_line_start = b == b'\n';
-    }
-    if !message.is_empty() && !message.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b".\r\n");
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -467,17 +448,5 @@ mod tests {
         msg.extend(std::iter::repeat_n(b'x', 998));
         msg.extend_from_slice(b"\r\n.\r\n");
         assert!(read_all(BareNewline::Reject, &msg).0.is_ok());
-    }
-
-    #[test]
-    fn dot_stuffing_round_trips() {
-        let msg = b".a\r\nb\r\n..c\r\n.\r\n";
-        let framed = dot_stuff(msg);
-        assert_eq!(framed, b"..a\r\nb\r\n...c\r\n..\r\n.\r\n".to_vec());
-        let (back, _, done) = read_all(BareNewline::Reject, &framed);
-        assert!(done);
-        assert_eq!(back.unwrap(), msg.to_vec());
-        assert_eq!(dot_stuff(b"x"), b"x\r\n.\r\n".to_vec());
-        assert_eq!(dot_stuff(b""), b".\r\n".to_vec());
     }
 }

@@ -4,9 +4,9 @@
 //!
 //! RFC 5321 §4.5.2: a line that starts with "." gets one more "." in front; the content ends
 //! with `CRLF . CRLF`. The input is CRLF-clean (the DATA reader guarantees it); a message that
-//! does not end with CRLF gets one before the terminating dot, exactly as
-//! [`crate::smtp::codec::dot_stuff`] frames a whole buffer. Lines may be split across slices and
-//! chunks at any byte: the stuffer remembers whether the next byte starts a line.
+//! does not end with CRLF gets one before the terminating dot. Lines may be split across slices
+//! and chunks at any byte: the stuffer remembers whether the next byte starts a line. This is
+//! the one dot-stuffer; [`dot_stuff`] frames a whole buffer with it (tests, scripted clients).
 //!
 //! Memory: a [`Framer`] emits at most about `chunk` input bytes per call (the stuffed output can
 //! be up to 4/3 of that in the worst case of lines that are just "."), so the bytes in transit
@@ -137,6 +137,16 @@ impl<'a> Framer<'a> {
 }
 
 /// The unstuffed size of a message given as slices (what SIZE= declares).
+/// A whole CRLF-clean message framed for DATA in one buffer (stuffed, terminating `.CRLF`):
+/// for callers that hold the message anyway (tests, scripted clients). The relay streams.
+pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + message.len() / 64 + 8);
+    let mut stuffer = DotStuffer::new();
+    stuffer.feed(message, &mut out);
+    stuffer.finish(&mut out);
+    out
+}
+
 pub fn content_len(parts: &[&[u8]]) -> usize {
     parts.iter().map(|p| p.len()).sum()
 }
@@ -144,7 +154,6 @@ pub fn content_len(parts: &[&[u8]]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::smtp::codec::dot_stuff;
     use proptest::prelude::*;
 
     /// The simplest possible reference: split into lines, stuff each, reassemble.
@@ -179,6 +188,22 @@ mod tests {
             assert_eq!(framed(parts, chunk), reference(&whole), "chunk {chunk}");
         }
         assert_eq!(framed(parts, CHUNK), dot_stuff(&whole));
+    }
+
+    /// What the relay's DATA reader takes apart, framing puts back together.
+    #[test]
+    fn dot_stuffing_round_trips_through_the_data_reader() {
+        use crate::smtp::codec::{BareNewline, DataReader};
+        let msg = b".a\r\nb\r\n..c\r\n.\r\n";
+        let framed = dot_stuff(msg);
+        assert_eq!(framed, b"..a\r\nb\r\n...c\r\n..\r\n.\r\n".to_vec());
+        let mut reader = DataReader::new(BareNewline::Reject, 1 << 20, 1 << 20);
+        let (used, done) = reader.feed(&framed);
+        assert!(done);
+        assert_eq!(used, framed.len());
+        assert_eq!(reader.finish().unwrap(), msg.to_vec());
+        assert_eq!(dot_stuff(b"x"), b"x\r\n.\r\n".to_vec());
+        assert_eq!(dot_stuff(b""), b".\r\n".to_vec());
     }
 
     #[test]

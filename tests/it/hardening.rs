@@ -963,7 +963,7 @@ fn hash_password_command_makes_usable_hashes() {
 /// is received in full and answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_shell_drains_relay_and_simulator_alike() {
-    use dkim_relay::smtp::codec::dot_stuff;
+    use dkim_relay::upstream::framing::dot_stuff;
 
     // The relay.
     let (upstream, mut relay) = start(|_| {}).await;

@@ -5,8 +5,9 @@
 use std::path::Path;
 
 use dkim_relay::message::{address, headers::Message};
-use dkim_relay::smtp::codec::{BareNewline, DataReader, LineReader, dot_stuff};
+use dkim_relay::smtp::codec::{BareNewline, DataReader, LineReader};
 use dkim_relay::smtp::{command, reply::ReplyParser};
+use dkim_relay::upstream::framing::dot_stuff;
 use proptest::prelude::*;
 
 fn smtpish() -> impl Strategy<Value = Vec<u8>> {

@@ -852,7 +852,8 @@ async fn shutdown_does_not_start_pipelined_new_transaction() {
     assert_eq!(c.cmd("RCPT TO:<r@example.com>").await.code, 250);
     assert_eq!(c.cmd("DATA").await.code, 354);
     shut_down_and_wait(&mut relay, witness).await;
-    let mut wire = dkim_relay::smtp::codec::dot_stuff(&simple_message("app@example.org", "x"));
+    let mut wire =
+        dkim_relay::upstream::framing::dot_stuff(&simple_message("app@example.org", "x"));
     wire.extend_from_slice(b"MAIL FROM:<app@x.test>\r\nRCPT TO:<r@example.com>\r\n");
     c.send_raw(&wire).await;
     let r = c.read_reply().await.expect("reply to the message");

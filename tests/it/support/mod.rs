@@ -29,9 +29,9 @@ use dkim_relay::dkim::keygen::{self, GeneratedKey};
 use dkim_relay::dns::DnsView;
 use dkim_relay::server::{self, Stopped};
 use dkim_relay::sim::verdict::{DkimVerdict, verdict};
-use dkim_relay::smtp::codec::dot_stuff;
 use dkim_relay::smtp::reply::{Reply, ReplyParser};
 use dkim_relay::smtp::sasl;
+use dkim_relay::upstream::framing::dot_stuff;
 
 // ---------------------------------------------------------------------------------------------
 // PKI

@@ -198,7 +198,8 @@ impl Client {
             self.cmd("DATA").await,
             "354 End data with <CR><LF>.<CR><LF>\r\n"
         );
-        self.write(&dkim_relay::smtp::codec::dot_stuff(data)).await;
+        self.write(&dkim_relay::upstream::framing::dot_stuff(data))
+            .await;
         self.reply().await.expect("no end-of-data reply")
     }
 }

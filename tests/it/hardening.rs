@@ -990,16 +990,19 @@ async fn one_shell_drains_relay_and_simulator_alike() {
     let dir = tempfile::tempdir().unwrap();
     let sim = sim_common::start(sim_common::settings(dir.path())).await;
     let addr = sim.starttls_addr;
-    let mut busy = sim_common::Client::ready(&sim).await;
-    let mut idle = sim_common::Client::connect(&sim).await;
+    let mut busy = SmtpClient::sim_ready(&sim).await;
+    let mut idle = SmtpClient::connect_sim(&sim).await;
     assert_eq!(idle.reply().await.expect("banner").code, 220);
-    assert_eq!(busy.cmd("MAIL FROM:<app@example.org>").await, "250 Ok\r\n");
-    assert_eq!(busy.cmd("RCPT TO:<u@dest.test>").await, "250 Ok\r\n");
-    assert!(busy.cmd("DATA").await.starts_with("354 "));
+    assert_eq!(
+        busy.cmd_text("MAIL FROM:<app@example.org>").await,
+        "250 Ok\r\n"
+    );
+    assert_eq!(busy.cmd_text("RCPT TO:<u@dest.test>").await, "250 Ok\r\n");
+    assert!(busy.cmd_text("DATA").await.starts_with("354 "));
     let stopping = tokio::spawn(sim.shutdown());
-    assert!(within("idle close", idle.closed()).await);
+    assert!(within("idle close", idle.closed_quietly()).await);
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
-    busy.write(&dot_stuff(&sim_common::simple_message("app@example.org")))
+    busy.send_raw(&dot_stuff(&sim_common::simple_message("app@example.org")))
         .await;
     let r = within("reply", busy.reply()).await.expect("reply");
     assert_eq!(r.code, 250, "{r}");

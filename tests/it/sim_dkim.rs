@@ -9,6 +9,7 @@ use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::SmtpClient;
 use crate::support::sim::*;
 use mail_auth::common::crypto::Ed25519Key;
 use mail_auth::common::headers::HeaderWriter;
@@ -100,7 +101,7 @@ async fn signatures_after_ses_rewrites() {
     let body = "From: App <app@example.org>\r\nTo: user@dest.test\r\nSubject: Report\r\n\
 Message-ID: <orig@client.test>\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\n\
 X-SES-CONFIGURATION-SET: cs\r\n\r\nHello.\r\n";
-    let mut c = Client::ready(&sim).await;
+    let mut c = SmtpClient::sim_ready(&sim).await;
     let mut ids = Vec::new();
     for headers in [
         &["From", "To", "Subject"][..],

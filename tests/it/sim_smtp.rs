@@ -1,6 +1,7 @@
 //! The SES simulator over real sockets and real TLS, driven by a scripted client: every reply
 //! text of ses-smtp.md §3/§8, the limits, fault injection, the delivered form and the outbox.
 
+use crate::support::SmtpClient;
 use crate::support::sim::*;
 use dkim_relay::sim::config::{DropStage, ScriptStep};
 use dkim_relay::sim::outbox;
@@ -13,7 +14,7 @@ const UNVERIFIED: &str = "554 Message rejected: Email address is not verified. T
 async fn banner_ehlo_and_tls_gates() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start(settings(dir.path())).await;
-    let mut c = Client::connect(&sim).await;
+    let mut c = SmtpClient::connect_sim(&sim).await;
     let banner = c.reply().await.unwrap();
     assert_eq!(banner.code, 220);
     let text = &banner.lines[0];
@@ -32,53 +33,56 @@ async fn banner_ehlo_and_tls_gates() {
     assert!(parts[3].bytes().all(|b| b.is_ascii_alphanumeric()));
 
     assert_eq!(
-        c.cmd("EHLO client.test").await,
+        c.cmd_text("EHLO client.test").await,
         "250-email-smtp.amazonaws.com\r\n250-8BITMIME\r\n250-STARTTLS\r\n\
          250-AUTH PLAIN LOGIN\r\n250 Ok\r\n"
     );
     assert_eq!(
-        c.cmd("AUTH LOGIN").await,
+        c.cmd_text("AUTH LOGIN").await,
         "530 Must issue a STARTTLS command first\r\n"
     );
     assert_eq!(
-        c.cmd("MAIL FROM:<app@example.org>").await,
+        c.cmd_text("MAIL FROM:<app@example.org>").await,
         "530 Must issue a STARTTLS command first\r\n"
     );
-    assert_eq!(c.cmd("NOOP").await, "250 Ok\r\n");
-    c.starttls().await;
+    assert_eq!(c.cmd_text("NOOP").await, "250 Ok\r\n");
+    c.starttls_ses().await;
     assert_eq!(
-        c.cmd("EHLO client.test").await,
+        c.cmd_text("EHLO client.test").await,
         "250-email-smtp.amazonaws.com\r\n250-8BITMIME\r\n250-AUTH PLAIN LOGIN\r\n250 Ok\r\n"
     );
     assert_eq!(
-        c.cmd("MAIL FROM:<app@example.org>").await,
+        c.cmd_text("MAIL FROM:<app@example.org>").await,
         "530 Authentication required\r\n"
     );
-    assert_eq!(c.cmd("RSET").await, "250 Ok\r\n");
-    assert_eq!(c.cmd("QUIT").await, "221 Bye\r\n");
-    assert!(c.closed().await);
+    assert_eq!(c.cmd_text("RSET").await, "250 Ok\r\n");
+    assert_eq!(c.cmd_text("QUIT").await, "221 Bye\r\n");
+    assert!(c.closed_quietly().await);
 }
 
 #[tokio::test]
 async fn input_pipelined_behind_starttls_is_discarded() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start(settings(dir.path())).await;
-    let mut c = Client::connect(&sim).await;
+    let mut c = SmtpClient::connect_sim(&sim).await;
     c.reply().await.unwrap();
     c.send("EHLO client.test").await;
     c.reply().await.unwrap();
     // A smuggled command in the same packet as STARTTLS must not survive into the TLS session.
-    c.write(b"STARTTLS\r\nMAIL FROM:<evil@example.org>\r\n")
+    c.send_raw(b"STARTTLS\r\nMAIL FROM:<evil@example.org>\r\n")
         .await;
     assert_eq!(c.reply_text().await, "220 Ready to start TLS\r\n");
     c.upgrade().await;
-    assert!(c.cmd("EHLO client.test").await.ends_with("250 Ok\r\n"));
+    assert!(c.cmd_text("EHLO client.test").await.ends_with("250 Ok\r\n"));
     let r = c
-        .cmd(&format!("AUTH PLAIN {}", plain(KEY_ID, PASS_US_EAST_1)))
+        .cmd_text(&format!("AUTH PLAIN {}", plain(KEY_ID, PASS_US_EAST_1)))
         .await;
     assert_eq!(r, "235 Authentication successful.\r\n");
     // No transaction was opened by the smuggled MAIL.
-    assert_eq!(c.cmd("RCPT TO:<a@dest.test>").await.get(..3), Some("503"));
+    assert_eq!(
+        c.cmd_text("RCPT TO:<a@dest.test>").await.get(..3),
+        Some("503")
+    );
 }
 
 #[tokio::test]
@@ -86,18 +90,18 @@ async fn auth_plain_and_login() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start(settings(dir.path())).await;
     let tls_client = || async {
-        let mut c = Client::connect(&sim).await;
+        let mut c = SmtpClient::connect_sim(&sim).await;
         c.reply().await.unwrap();
-        c.cmd("EHLO client.test").await;
-        c.starttls().await;
-        c.cmd("EHLO client.test").await;
+        c.cmd_text("EHLO client.test").await;
+        c.starttls_ses().await;
+        c.cmd_text("EHLO client.test").await;
         c
     };
 
     // PLAIN with an initial response.
     let mut c = tls_client().await;
     assert_eq!(
-        c.cmd(&format!("AUTH PLAIN {}", plain(KEY_ID, PASS_US_EAST_1)))
+        c.cmd_text(&format!("AUTH PLAIN {}", plain(KEY_ID, PASS_US_EAST_1)))
             .await,
         "235 Authentication successful.\r\n"
     );
@@ -106,32 +110,32 @@ async fn auth_plain_and_login() {
     c.send("AUTH PLAIN").await;
     assert_eq!(c.raw_line().await, "334 \r\n");
     assert_eq!(
-        c.cmd(&plain(KEY_ID, PASS_US_EAST_1)).await,
+        c.cmd_text(&plain(KEY_ID, PASS_US_EAST_1)).await,
         "235 Authentication successful.\r\n"
     );
     // LOGIN.
     let mut c = tls_client().await;
-    assert_eq!(c.cmd("AUTH LOGIN").await, "334 VXNlcm5hbWU6\r\n");
-    assert_eq!(c.cmd(&b64(KEY_ID)).await, "334 UGFzc3dvcmQ6\r\n");
+    assert_eq!(c.cmd_text("AUTH LOGIN").await, "334 VXNlcm5hbWU6\r\n");
+    assert_eq!(c.cmd_text(&b64(KEY_ID)).await, "334 UGFzc3dvcmQ6\r\n");
     assert_eq!(
-        c.cmd(&b64(PASS_US_EAST_1)).await,
+        c.cmd_text(&b64(PASS_US_EAST_1)).await,
         "235 Authentication successful.\r\n"
     );
     // Bad password, wrong-region password, unknown user, SigV2 password.
     let mut c = tls_client().await;
-    assert_eq!(c.cmd("AUTH LOGIN").await, "334 VXNlcm5hbWU6\r\n");
-    assert_eq!(c.cmd(&b64(KEY_ID)).await, "334 UGFzc3dvcmQ6\r\n");
+    assert_eq!(c.cmd_text("AUTH LOGIN").await, "334 VXNlcm5hbWU6\r\n");
+    assert_eq!(c.cmd_text(&b64(KEY_ID)).await, "334 UGFzc3dvcmQ6\r\n");
     assert_eq!(
-        c.cmd(&b64("not-the-password")).await,
+        c.cmd_text(&b64("not-the-password")).await,
         "535 Authentication Credentials Invalid\r\n"
     );
     assert_eq!(
-        c.cmd(&format!("AUTH PLAIN {}", plain(KEY_ID, PASS_US_EAST_2)))
+        c.cmd_text(&format!("AUTH PLAIN {}", plain(KEY_ID, PASS_US_EAST_2)))
             .await,
         "535 Authentication Credentials Invalid\r\n"
     );
     assert_eq!(
-        c.cmd(&format!(
+        c.cmd_text(&format!(
             "AUTH PLAIN {}",
             plain("AKIAUNKNOWN", PASS_US_EAST_1)
         ))
@@ -139,7 +143,7 @@ async fn auth_plain_and_login() {
         "535 Authentication Credentials Invalid\r\n"
     );
     let v2 = c
-        .cmd(&format!("AUTH PLAIN {}", plain(KEY_ID, PASS_V2)))
+        .cmd_text(&format!("AUTH PLAIN {}", plain(KEY_ID, PASS_V2)))
         .await;
     assert!(
         v2.starts_with(
@@ -148,7 +152,7 @@ async fn auth_plain_and_login() {
         "{v2}"
     );
     assert_eq!(
-        c.cmd("MAIL FROM:<app@example.org>").await,
+        c.cmd_text("MAIL FROM:<app@example.org>").await,
         "530 Authentication required\r\n"
     );
 }
@@ -157,22 +161,28 @@ async fn auth_plain_and_login() {
 async fn address_syntax_replies() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start(settings(dir.path())).await;
-    let mut c = Client::ready(&sim).await;
+    let mut c = SmtpClient::sim_ready(&sim).await;
     assert_eq!(
-        c.cmd("MAIL FROM:<>").await,
+        c.cmd_text("MAIL FROM:<>").await,
         "501 Invalid MAIL FROM address provided\r\n"
     );
     assert_eq!(
-        c.cmd("MAIL FROM:<no-at-sign>").await,
+        c.cmd_text("MAIL FROM:<no-at-sign>").await,
         "501 Invalid MAIL FROM address provided\r\n"
     );
-    assert_eq!(c.cmd("MAIL FROM:<app@example.org>").await, "250 Ok\r\n");
     assert_eq!(
-        c.cmd("RCPT TO:<bad recipient>").await,
+        c.cmd_text("MAIL FROM:<app@example.org>").await,
+        "250 Ok\r\n"
+    );
+    assert_eq!(
+        c.cmd_text("RCPT TO:<bad recipient>").await,
         "553 <bad recipient> address unknown\r\n"
     );
-    assert_eq!(c.cmd("RCPT TO:<someone@dest.test>").await, "250 Ok\r\n");
-    assert_eq!(c.cmd("RSET").await, "250 Ok\r\n");
+    assert_eq!(
+        c.cmd_text("RCPT TO:<someone@dest.test>").await,
+        "250 Ok\r\n"
+    );
+    assert_eq!(c.cmd_text("RSET").await, "250 Ok\r\n");
 }
 
 fn text(r: &Reply) -> String {
@@ -185,7 +195,7 @@ async fn end_of_data_refusals() {
     let mut s = settings(dir.path());
     s.max_message_size = 4096;
     let sim = start(s).await;
-    let mut c = Client::ready(&sim).await;
+    let mut c = SmtpClient::sim_ready(&sim).await;
 
     let mut big = simple_message("app@example.org");
     for _ in 0..100 {
@@ -267,7 +277,7 @@ async fn sandbox_and_paused() {
     let mut s = settings(dir.path());
     s.sandbox = true;
     let sim = start(s).await;
-    let mut c = Client::ready(&sim).await;
+    let mut c = SmtpClient::sim_ready(&sim).await;
     let r = c
         .message(
             "app@example.org",
@@ -297,7 +307,7 @@ async fn sandbox_and_paused() {
     let mut s = settings(dir2.path());
     s.paused = true;
     let sim = start(s).await;
-    let mut c = Client::ready(&sim).await;
+    let mut c = SmtpClient::sim_ready(&sim).await;
     let r = c
         .message(
             "app@example.org",
@@ -319,7 +329,7 @@ async fn sending_rate_and_daily_quota() {
     // One token, refilled after 100 s: the second message is always over the rate.
     s.max_send_rate = 0.01;
     let sim = start(s).await;
-    let mut c = Client::ready(&sim).await;
+    let mut c = SmtpClient::sim_ready(&sim).await;
     let m = simple_message("app@example.org");
     assert_eq!(
         c.message("app@example.org", &["u@dest.test"], &m)
@@ -337,7 +347,7 @@ async fn sending_rate_and_daily_quota() {
     let mut s = settings(dir2.path());
     s.max_24h = 1;
     let sim = start(s).await;
-    let mut c = Client::ready(&sim).await;
+    let mut c = SmtpClient::sim_ready(&sim).await;
     assert_eq!(
         c.message("app@example.org", &["u@dest.test"], &m)
             .await
@@ -362,15 +372,15 @@ async fn idle_timeout_sends_451_and_closes() {
     let mut s = settings(dir.path());
     s.idle_timeout = std::time::Duration::from_secs(1);
     let sim = start(s).await;
-    let mut c = Client::connect(&sim).await;
+    let mut c = SmtpClient::connect_sim(&sim).await;
     c.reply().await.unwrap();
-    assert!(c.cmd("EHLO client.test").await.ends_with("250 Ok\r\n"));
+    assert!(c.cmd_text("EHLO client.test").await.ends_with("250 Ok\r\n"));
     // Say nothing: the next thing from the server is the unsolicited timeout reply.
     assert_eq!(
         c.reply_text().await,
         "451 4.4.2 Timeout waiting for data from client.\r\n"
     );
-    assert!(c.closed().await);
+    assert!(c.closed_quietly().await);
 }
 
 #[tokio::test]
@@ -379,7 +389,7 @@ async fn per_session_message_cap() {
     let mut s = settings(dir.path());
     s.max_messages_per_session = 1;
     let sim = start(s).await;
-    let mut c = Client::ready(&sim).await;
+    let mut c = SmtpClient::sim_ready(&sim).await;
     let m = simple_message("app@example.org");
     assert_eq!(
         c.message("app@example.org", &["u@dest.test"], &m)
@@ -388,10 +398,10 @@ async fn per_session_message_cap() {
         250
     );
     assert_eq!(
-        c.cmd("MAIL FROM:<app@example.org>").await,
+        c.cmd_text("MAIL FROM:<app@example.org>").await,
         "421 Connection closed by server. Maximum message count per session reached.\r\n"
     );
-    assert!(c.closed().await);
+    assert!(c.closed_quietly().await);
 }
 
 #[tokio::test]
@@ -400,15 +410,15 @@ async fn connection_limit() {
     let mut s = settings(dir.path());
     s.max_connections = 1;
     let sim = start(s).await;
-    let mut first = Client::connect(&sim).await;
+    let mut first = SmtpClient::connect_sim(&sim).await;
     assert_eq!(first.reply().await.unwrap().code, 220);
-    let mut second = Client::connect(&sim).await;
+    let mut second = SmtpClient::connect_sim(&sim).await;
     assert_eq!(
         second.reply_text().await,
         "421 Too many concurrent SMTP connections\r\n"
     );
-    assert!(second.closed().await);
-    assert_eq!(first.cmd("NOOP").await, "250 Ok\r\n");
+    assert!(second.closed_quietly().await);
+    assert_eq!(first.cmd_text("NOOP").await, "250 Ok\r\n");
 }
 
 #[tokio::test]
@@ -420,7 +430,7 @@ async fn fault_script_and_drop() {
         ScriptStep::Normal,
     ];
     let sim = start(s).await;
-    let mut c = Client::ready(&sim).await;
+    let mut c = SmtpClient::sim_ready(&sim).await;
     let m = simple_message("app@example.org");
     let r = c.message("app@example.org", &["u@dest.test"], &m).await;
     assert_eq!(text(&r), "454 Temporary service failure");
@@ -442,8 +452,11 @@ async fn fault_script_and_drop() {
     let mut s = settings(dir2.path());
     s.faults.drop_at = Some(DropStage::Rcpt);
     let sim = start(s).await;
-    let mut c = Client::ready(&sim).await;
-    assert_eq!(c.cmd("MAIL FROM:<app@example.org>").await, "250 Ok\r\n");
+    let mut c = SmtpClient::sim_ready(&sim).await;
+    assert_eq!(
+        c.cmd_text("MAIL FROM:<app@example.org>").await,
+        "250 Ok\r\n"
+    );
     c.send("RCPT TO:<u@dest.test>").await;
     assert!(c.reply().await.is_none(), "connection should drop at RCPT");
 
@@ -451,7 +464,7 @@ async fn fault_script_and_drop() {
     let mut s = settings(dir3.path());
     s.faults.throttle = true;
     let sim = start(s).await;
-    let mut c = Client::ready(&sim).await;
+    let mut c = SmtpClient::sim_ready(&sim).await;
     let r = c.message("app@example.org", &["u@dest.test"], &m).await;
     assert_eq!(
         text(&r),
@@ -463,14 +476,14 @@ async fn fault_script_and_drop() {
 async fn implicit_tls_listener() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start(settings(dir.path())).await;
-    let mut c = Client::connect_implicit(&sim).await;
+    let mut c = SmtpClient::connect_sim_implicit(&sim).await;
     assert_eq!(c.reply().await.unwrap().code, 220);
     assert_eq!(
-        c.cmd("EHLO client.test").await,
+        c.cmd_text("EHLO client.test").await,
         "250-email-smtp.amazonaws.com\r\n250-8BITMIME\r\n250-AUTH PLAIN LOGIN\r\n250 Ok\r\n"
     );
     assert_eq!(
-        c.cmd(&format!("AUTH PLAIN {}", plain(KEY_ID, PASS_US_EAST_1)))
+        c.cmd_text(&format!("AUTH PLAIN {}", plain(KEY_ID, PASS_US_EAST_1)))
             .await,
         "235 Authentication successful.\r\n"
     );
@@ -490,7 +503,7 @@ const CLIENT_SIG: &str = "DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; 
 async fn delivered_form_and_outbox() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start(settings(dir.path())).await;
-    let mut c = Client::ready(&sim).await;
+    let mut c = SmtpClient::sim_ready(&sim).await;
     let msg = format!(
         "{CLIENT_SIG}From: App <app@example.org>\r\nTo: user@dest.test\r\nSubject: Report\r\n\
 Message-ID: <original@client.test>\r\nDate: Mon, 01 Jan 2024 00:00:00 +0100\r\n\
@@ -592,19 +605,20 @@ async fn default_mail_from_domain_and_region() {
     s.region = "eu-west-1".into();
     s.mail_from.clear();
     let sim = start(s).await;
-    let mut c = Client::connect(&sim).await;
+    let mut c = SmtpClient::connect_sim(&sim).await;
     c.reply().await.unwrap();
-    c.cmd("EHLO client.test").await;
-    c.starttls().await;
+    c.cmd_text("EHLO client.test").await;
+    c.starttls_ses().await;
     // The us-east-1 password is wrong in eu-west-1.
     assert_eq!(
-        c.cmd(&format!("AUTH PLAIN {}", plain(KEY_ID, PASS_US_EAST_1)))
+        c.cmd_text(&format!("AUTH PLAIN {}", plain(KEY_ID, PASS_US_EAST_1)))
             .await,
         "535 Authentication Credentials Invalid\r\n"
     );
     let eu = dkim_relay::ses_password::smtp_password_v4(SECRET, "eu-west-1");
     assert_eq!(
-        c.cmd(&format!("AUTH PLAIN {}", plain(KEY_ID, &eu))).await,
+        c.cmd_text(&format!("AUTH PLAIN {}", plain(KEY_ID, &eu)))
+            .await,
         "235 Authentication successful.\r\n"
     );
     let r = c
@@ -651,12 +665,12 @@ async fn embedded_simulator() {
     assert!(creds.password.starts_with('B') && creds.password.len() == 44);
     assert!(!format!("{creds:?}").contains(&creds.password));
     assert!(sim.starttls_addr.ip().is_loopback());
-    let mut c = Client::connect(&sim).await;
+    let mut c = SmtpClient::connect_sim(&sim).await;
     c.reply().await.unwrap();
-    c.cmd("EHLO client.test").await;
-    c.starttls().await;
+    c.cmd_text("EHLO client.test").await;
+    c.starttls_ses().await;
     assert_eq!(
-        c.cmd(&format!(
+        c.cmd_text(&format!(
             "AUTH PLAIN {}",
             plain(&creds.username, &creds.password)
         ))
@@ -701,7 +715,7 @@ async fn failure_rate_one_always_fails_with_the_configured_reply() {
     s.faults.failure_rate = 1.0;
     s.faults.failure_reply = Some(Reply::plain(451, "Temporary service failure"));
     let sim = start(s).await;
-    let mut c = Client::ready(&sim).await;
+    let mut c = SmtpClient::sim_ready(&sim).await;
     let m = simple_message("app@example.org");
     for _ in 0..2 {
         let r = c.message("app@example.org", &["u@dest.test"], &m).await;
@@ -714,19 +728,22 @@ async fn failure_rate_one_always_fails_with_the_configured_reply() {
 async fn bare_newline_in_data_is_refused_and_session_continues() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start(settings(dir.path())).await;
-    let mut c = Client::ready(&sim).await;
-    assert_eq!(c.cmd("MAIL FROM:<app@example.org>").await, "250 Ok\r\n");
-    assert_eq!(c.cmd("RCPT TO:<u@dest.test>").await, "250 Ok\r\n");
+    let mut c = SmtpClient::sim_ready(&sim).await;
     assert_eq!(
-        c.cmd("DATA").await,
+        c.cmd_text("MAIL FROM:<app@example.org>").await,
+        "250 Ok\r\n"
+    );
+    assert_eq!(c.cmd_text("RCPT TO:<u@dest.test>").await, "250 Ok\r\n");
+    assert_eq!(
+        c.cmd_text("DATA").await,
         "354 End data with <CR><LF>.<CR><LF>\r\n"
     );
     // A bare-LF "terminator" must not end DATA; only CRLF.CRLF does.
-    c.write(b"From: app@example.org\r\n\r\nline\n.\nmore\r\n.\r\n")
+    c.send_raw(b"From: app@example.org\r\n\r\nline\n.\nmore\r\n.\r\n")
         .await;
     let r = c.reply().await.unwrap();
     assert_eq!(r.code, 554, "{}", text(&r));
-    assert_eq!(c.cmd("NOOP").await, "250 Ok\r\n");
+    assert_eq!(c.cmd_text("NOOP").await, "250 Ok\r\n");
 }
 
 #[tokio::test]
@@ -743,7 +760,7 @@ async fn dns_zone_file_is_loaded_and_errors_name_the_key() {
     let mut s = settings(dir.path());
     s.dns_zone = Some(zone.clone());
     let sim = start(s).await;
-    let mut c = Client::ready(&sim).await;
+    let mut c = SmtpClient::sim_ready(&sim).await;
     let r = c
         .message(
             "app@example.org",
@@ -797,7 +814,7 @@ async fn custom_mail_from_mx_failure_behaviours() {
         },
     );
     let sim = start(s).await;
-    let mut c = Client::ready(&sim).await;
+    let mut c = SmtpClient::sim_ready(&sim).await;
     // UseDefaultValue: sent anyway, from the amazonses.com default.
     let r = c
         .message(

@@ -7,9 +7,12 @@
 //! Set `DKIM_RELAY_CAPTURE_DIR` to have every message the fake upstream receives written there
 //! as `<n>.eml`; set `DKIM_RELAY_REQUIRE_DKIMPY=1` to make a missing dkimpy a failure.
 
+pub mod client;
 pub mod config;
 pub mod dns_server;
 pub mod sim;
+
+pub use client::{SmtpClient, wire_text};
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -18,7 +21,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
@@ -29,9 +31,8 @@ use dkim_relay::dkim::keygen::{self, GeneratedKey};
 use dkim_relay::dns::DnsView;
 use dkim_relay::server::{self, Stopped};
 use dkim_relay::sim::verdict::{DkimVerdict, verdict};
-use dkim_relay::smtp::reply::{Reply, ReplyParser};
+use dkim_relay::smtp::reply::Reply;
 use dkim_relay::smtp::sasl;
-use dkim_relay::upstream::framing::dot_stuff;
 
 // ---------------------------------------------------------------------------------------------
 // PKI
@@ -795,219 +796,6 @@ impl TestRelay {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A tiny SMTP client
-// ---------------------------------------------------------------------------------------------
-
-/// The client's connection: plaintext, or TLS (after STARTTLS or from the start).
-pub enum ClientStream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-    Gone,
-}
-
-impl ClientStream {
-    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            ClientStream::Plain(s) => s.read(buf).await,
-            ClientStream::Tls(s) => s.read(buf).await,
-            ClientStream::Gone => Ok(0),
-        }
-    }
-
-    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        match self {
-            ClientStream::Plain(s) => s.write_all(bytes).await,
-            ClientStream::Tls(s) => {
-                s.write_all(bytes).await?;
-                s.flush().await
-            }
-            ClientStream::Gone => Err(std::io::ErrorKind::NotConnected.into()),
-        }
-    }
-}
-
-/// A rustls client connector trusting only `ca_pem`.
-pub fn tls_connector(ca_pem: &str) -> tokio_rustls::TlsConnector {
-    let config = dkim_relay::tls::client_config_trusting(ca_pem.as_bytes()).expect("client TLS");
-    tokio_rustls::TlsConnector::from(config)
-}
-
-pub struct SmtpClient {
-    stream: ClientStream,
-    buf: Vec<u8>,
-    pub greeting: Reply,
-    /// The client's own address (what the relay logs as `client=`).
-    pub local: SocketAddr,
-}
-
-impl SmtpClient {
-    pub async fn connect(addr: SocketAddr) -> SmtpClient {
-        let mut c = SmtpClient::connect_no_ehlo(addr).await;
-        let ehlo = c.cmd("EHLO client.test").await;
-        assert_eq!(ehlo.code, 250, "EHLO: {ehlo}");
-        c
-    }
-
-    /// Connects and reads the greeting (asserted 220), without EHLO.
-    pub async fn connect_no_ehlo(addr: SocketAddr) -> SmtpClient {
-        let mut c = SmtpClient::connect_silent(addr).await;
-        c.greeting = c.read_reply().await.expect("greeting");
-        assert_eq!(c.greeting.code, 220, "greeting: {}", c.greeting);
-        c
-    }
-
-    /// Connects and reads nothing (for clients that talk first).
-    pub async fn connect_silent(addr: SocketAddr) -> SmtpClient {
-        let stream = TcpStream::connect(addr).await.expect("connect to relay");
-        let local = stream.local_addr().expect("local addr");
-        SmtpClient {
-            stream: ClientStream::Plain(stream),
-            buf: Vec::new(),
-            greeting: Reply::plain(0, ""),
-            local,
-        }
-    }
-
-    /// Connects to an implicit-TLS listener, verifying the certificate against `ca_pem`, and
-    /// reads the greeting (no EHLO).
-    pub async fn connect_implicit(addr: SocketAddr, ca_pem: &str) -> SmtpClient {
-        let tcp = TcpStream::connect(addr).await.expect("connect to relay");
-        let local = tcp.local_addr().expect("local addr");
-        let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
-        let tls = tls_connector(ca_pem)
-            .connect(name, tcp)
-            .await
-            .expect("implicit TLS handshake");
-        let mut c = SmtpClient {
-            stream: ClientStream::Tls(Box::new(tls)),
-            buf: Vec::new(),
-            greeting: Reply::plain(0, ""),
-            local,
-        };
-        c.greeting = c.read_reply().await.expect("greeting");
-        assert_eq!(c.greeting.code, 220, "greeting: {}", c.greeting);
-        c
-    }
-
-    /// Runs the TLS handshake now (after a `220` to STARTTLS), discarding anything buffered.
-    pub async fn handshake(&mut self, ca_pem: &str) -> std::io::Result<()> {
-        let ClientStream::Plain(tcp) = std::mem::replace(&mut self.stream, ClientStream::Gone)
-        else {
-            panic!("handshake on a non-plaintext stream");
-        };
-        self.buf.clear();
-        let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
-        let tls = tls_connector(ca_pem).connect(name, tcp).await?;
-        self.stream = ClientStream::Tls(Box::new(tls));
-        Ok(())
-    }
-
-    /// STARTTLS (asserting 220) and the handshake; no EHLO afterwards.
-    pub async fn starttls(&mut self, ca_pem: &str) {
-        let r = self.cmd("STARTTLS").await;
-        assert_eq!(r.code, 220, "STARTTLS: {r}");
-        self.handshake(ca_pem).await.expect("TLS handshake");
-    }
-
-    /// A command whose reply may not come (the relay may close): `None` on EOF.
-    pub async fn try_cmd(&mut self, line: &str) -> Option<Reply> {
-        self.stream
-            .write_all(format!("{line}\r\n").as_bytes())
-            .await
-            .ok()?;
-        self.read_reply().await
-    }
-
-    /// Whether the relay closed the connection (EOF on the next read, after draining replies).
-    pub async fn closed(&mut self) -> bool {
-        loop {
-            let mut chunk = [0u8; 4096];
-            match self.stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return true,
-                Ok(_) => continue,
-            }
-        }
-    }
-
-    pub async fn read_reply(&mut self) -> Option<Reply> {
-        let mut parser = ReplyParser::new();
-        loop {
-            while let Some(lf) = self.buf.iter().position(|&b| b == b'\n') {
-                let mut line: Vec<u8> = self.buf.drain(..=lf).collect();
-                line.pop();
-                if line.last() == Some(&b'\r') {
-                    line.pop();
-                }
-                if let Some(r) = parser.feed(&line).expect("malformed reply") {
-                    return Some(r);
-                }
-            }
-            let mut chunk = [0u8; 4096];
-            match self.stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-    }
-
-    pub async fn cmd(&mut self, line: &str) -> Reply {
-        self.stream
-            .write_all(format!("{line}\r\n").as_bytes())
-            .await
-            .expect("write command");
-        self.read_reply()
-            .await
-            .unwrap_or_else(|| panic!("no reply to {line}"))
-    }
-
-    /// Sends the message content (dot-stuffed here) and returns the reply to the final dot.
-    pub async fn data(&mut self, message: &[u8]) -> Reply {
-        let r = self.cmd("DATA").await;
-        assert_eq!(r.code, 354, "DATA: {r}");
-        self.stream
-            .write_all(&dot_stuff(message))
-            .await
-            .expect("write message");
-        self.read_reply().await.expect("reply after DATA")
-    }
-
-    /// MAIL, RCPT…, DATA. Returns the first refusal or the final reply.
-    pub async fn transaction(&mut self, mail_from: &str, rcpts: &[&str], message: &[u8]) -> Reply {
-        let r = self.cmd(&format!("MAIL FROM:<{mail_from}>")).await;
-        if r.code != 250 {
-            return r;
-        }
-        for rcpt in rcpts {
-            let r = self.cmd(&format!("RCPT TO:<{rcpt}>")).await;
-            if r.code != 250 {
-                return r;
-            }
-        }
-        self.data(message).await
-    }
-
-    /// Writes bytes as they are (pipelining, hand-made framing).
-    pub async fn send_raw(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).await.expect("write");
-    }
-
-    /// As `send_raw`, but the relay may already have closed.
-    pub async fn try_send_raw(&mut self, bytes: &[u8]) -> bool {
-        self.stream.write_all(bytes).await.is_ok()
-    }
-
-    pub async fn quit(mut self) {
-        let _ = self.stream.write_all(b"QUIT\r\n").await;
-        let _ = self.read_reply().await;
-    }
-}
-
-/// The whole reply as it would appear on the wire, without the final CRLF.
-pub fn wire_text(r: &Reply) -> String {
-    String::from_utf8_lossy(&r.to_wire()).trim_end().to_string()
-}
-
-// ---------------------------------------------------------------------------------------------
 // Message inspection
 // ---------------------------------------------------------------------------------------------
 
@@ -1256,24 +1044,4 @@ pub async fn connect_from(addr: SocketAddr, from: IpAddr) -> TcpStream {
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
     socket.bind(SocketAddr::new(from, 0)).expect("bind client");
     socket.connect(addr).await.expect("connect")
-}
-
-impl SmtpClient {
-    /// Like `connect_no_ehlo`, from a chosen local address; returns the greeting as read
-    /// (not asserted), with `None` when the relay closed at once.
-    pub async fn connect_from(addr: SocketAddr, from: IpAddr) -> (SmtpClient, Option<Reply>) {
-        let stream = connect_from(addr, from).await;
-        let local = stream.local_addr().expect("local addr");
-        let mut c = SmtpClient {
-            stream: ClientStream::Plain(stream),
-            buf: Vec::new(),
-            greeting: Reply::plain(0, ""),
-            local,
-        };
-        let g = c.read_reply().await;
-        if let Some(g) = &g {
-            c.greeting = g.clone();
-        }
-        (c, g)
-    }
 }

@@ -1,25 +1,22 @@
-//! Test harness for the SES simulator: settings on 127.0.0.1:0 and a scripted SMTP client
-//! (plain TCP, STARTTLS and implicit TLS via tokio-rustls, trusting the generated CA).
+//! Test harness for the SES simulator: settings on 127.0.0.1:0, the example SES credentials,
+//! and the simulator's conveniences on the kit's one client ([`SmtpClient`], in
+//! [`super::client`]): connecting to a `RunningSim` and SES's exact wording.
 
 use std::path::Path;
-use std::time::Duration;
 
 use base64::Engine;
 use dkim_relay::secret::Secret;
 use dkim_relay::sim::RunningSim;
 use dkim_relay::sim::config::{Account, SimSettings};
-use dkim_relay::smtp::reply::{Reply, ReplyParser};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
+use dkim_relay::smtp::reply::Reply;
+
+use super::client::SmtpClient;
 
 pub const KEY_ID: &str = "AKIAIOSFODNN7EXAMPLE";
 pub const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
 pub const PASS_US_EAST_1: &str = "BLBM/9hSUELfq8Gw+rU1YcBjkOxGbhT2XG763xVLGWL9";
 pub const PASS_US_EAST_2: &str = "BMPPgbAHoFVbze1Ud0oA5uNdXRwUXUZ+qOwphGJbl/cS";
 pub const PASS_V2: &str = "An60U4ZD3sd4fg+FvXUjayOipTt8LO4rUUmhpdX6ctDy";
-const WAIT: Duration = Duration::from_secs(15);
 
 pub fn settings(dir: &Path) -> SimSettings {
     let mut s = SimSettings::resolve(None, dir).unwrap();
@@ -38,167 +35,60 @@ pub async fn start(settings: SimSettings) -> RunningSim {
     dkim_relay::sim::start(settings, Vec::new()).await.unwrap()
 }
 
-pub struct Client {
-    plain: Option<TcpStream>,
-    tls: Option<Box<TlsStream<TcpStream>>>,
-    buf: Vec<u8>,
-    ca: String,
-}
-
-fn connector(ca: &str) -> TlsConnector {
-    TlsConnector::from(dkim_relay::tls::client_config_trusting(ca.as_bytes()).unwrap())
-}
-
-fn name() -> rustls_pki_types::ServerName<'static> {
-    rustls_pki_types::ServerName::try_from("localhost")
-        .unwrap()
-        .to_owned()
-}
-
-impl Client {
-    /// Connects to the STARTTLS listener; the banner is not read yet.
-    pub async fn connect(sim: &RunningSim) -> Client {
-        let s = tokio::time::timeout(WAIT, TcpStream::connect(sim.starttls_addr))
-            .await
-            .unwrap()
-            .unwrap();
-        Client {
-            plain: Some(s),
-            tls: None,
-            buf: Vec::new(),
-            ca: sim.ca_pem.clone(),
-        }
+/// The simulator's side of the one test client ([`SmtpClient`]): connecting to a
+/// [`RunningSim`] (trusting its CA) and the exact SES wording of STARTTLS and a transaction.
+impl SmtpClient {
+    /// Connects to the STARTTLS listener, trusting the simulator's CA; the banner is not read.
+    pub async fn connect_sim(sim: &RunningSim) -> SmtpClient {
+        let mut c = SmtpClient::connect_silent(sim.starttls_addr).await;
+        c.trust(&sim.ca_pem);
+        c
     }
 
-    /// Connects to the implicit-TLS listener.
-    pub async fn connect_implicit(sim: &RunningSim) -> Client {
+    /// Connects to the implicit-TLS listener; the banner is not read.
+    pub async fn connect_sim_implicit(sim: &RunningSim) -> SmtpClient {
         let addr = sim.implicit_addr.unwrap();
-        let s = TcpStream::connect(addr).await.unwrap();
-        let tls = tokio::time::timeout(WAIT, connector(&sim.ca_pem).connect(name(), s))
-            .await
-            .unwrap()
-            .unwrap();
-        Client {
-            plain: None,
-            tls: Some(Box::new(tls)),
-            buf: Vec::new(),
-            ca: sim.ca_pem.clone(),
-        }
+        SmtpClient::connect_implicit_silent(addr, &sim.ca_pem).await
     }
 
-    pub async fn write(&mut self, bytes: &[u8]) {
-        let r = if let Some(t) = self.tls.as_mut() {
-            t.write_all(bytes).await
-        } else {
-            self.plain.as_mut().unwrap().write_all(bytes).await
-        };
-        r.unwrap();
-    }
-
-    pub async fn send(&mut self, line: &str) {
-        self.write(format!("{line}\r\n").as_bytes()).await;
-    }
-
-    async fn read_some(&mut self) -> usize {
-        let mut chunk = [0u8; 8192];
-        let fut = async {
-            if let Some(t) = self.tls.as_mut() {
-                t.read(&mut chunk).await
-            } else {
-                self.plain.as_mut().unwrap().read(&mut chunk).await
-            }
-        };
-        let n = tokio::time::timeout(WAIT, fut)
-            .await
-            .expect("server went silent")
-            .unwrap_or(0);
-        self.buf.extend_from_slice(&chunk[..n]);
-        n
-    }
-
-    /// The next reply, or `None` at end of stream.
-    pub async fn reply(&mut self) -> Option<Reply> {
-        let mut parser = ReplyParser::new();
-        loop {
-            if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
-                let line: Vec<u8> = self.buf.drain(..i + 2).take(i).collect();
-                if let Some(r) = parser.feed(&line).unwrap() {
-                    return Some(r);
-                }
-                continue;
-            }
-            if self.read_some().await == 0 {
-                return None;
-            }
-        }
-    }
-
-    /// The next line exactly as sent, CRLF included.
-    pub async fn raw_line(&mut self) -> String {
-        loop {
-            if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
-                let line: Vec<u8> = self.buf.drain(..i + 2).collect();
-                return String::from_utf8(line).unwrap();
-            }
-            assert!(self.read_some().await > 0, "connection closed");
-        }
-    }
-
-    /// The raw wire text of the next reply.
-    pub async fn reply_text(&mut self) -> String {
-        let r = self.reply().await.expect("connection closed");
-        String::from_utf8(r.to_wire()).unwrap()
-    }
-
-    pub async fn cmd(&mut self, line: &str) -> String {
-        self.send(line).await;
-        self.reply_text().await
-    }
-
-    /// Whether the server closed the connection (after any pending replies were read).
-    pub async fn closed(&mut self) -> bool {
-        self.buf.is_empty() && self.read_some().await == 0
-    }
-
-    pub async fn starttls(&mut self) {
-        assert_eq!(self.cmd("STARTTLS").await, "220 Ready to start TLS\r\n");
+    /// STARTTLS, asserting SES's exact `220 Ready to start TLS`, then the handshake.
+    pub async fn starttls_ses(&mut self) {
+        assert_eq!(
+            self.cmd_text("STARTTLS").await,
+            "220 Ready to start TLS\r\n"
+        );
         self.upgrade().await;
     }
 
-    pub async fn upgrade(&mut self) {
-        let s = self.plain.take().unwrap();
-        let tls = tokio::time::timeout(WAIT, connector(&self.ca).connect(name(), s))
-            .await
-            .unwrap()
-            .unwrap();
-        self.tls = Some(Box::new(tls));
-    }
-
     /// Banner, EHLO, STARTTLS, EHLO, AUTH PLAIN with the example credentials.
-    pub async fn ready(sim: &RunningSim) -> Client {
-        let mut c = Client::connect(sim).await;
+    pub async fn sim_ready(sim: &RunningSim) -> SmtpClient {
+        let mut c = SmtpClient::connect_sim(sim).await;
         c.reply().await.unwrap();
-        c.cmd("EHLO client.test").await;
-        c.starttls().await;
-        c.cmd("EHLO client.test").await;
+        c.cmd_text("EHLO client.test").await;
+        c.starttls_ses().await;
+        c.cmd_text("EHLO client.test").await;
         let r = c
-            .cmd(&format!("AUTH PLAIN {}", plain(KEY_ID, PASS_US_EAST_1)))
+            .cmd_text(&format!("AUTH PLAIN {}", plain(KEY_ID, PASS_US_EAST_1)))
             .await;
         assert_eq!(r, "235 Authentication successful.\r\n");
         c
     }
 
-    /// MAIL, RCPTs, DATA, the message; returns the end-of-data reply.
+    /// MAIL, RCPTs, DATA (each asserted with SES's exact wording), the message; returns the
+    /// end-of-data reply.
     pub async fn message(&mut self, from: &str, rcpts: &[&str], data: &[u8]) -> Reply {
-        assert_eq!(self.cmd(&format!("MAIL FROM:<{from}>")).await, "250 Ok\r\n");
+        assert_eq!(
+            self.cmd_text(&format!("MAIL FROM:<{from}>")).await,
+            "250 Ok\r\n"
+        );
         for r in rcpts {
-            assert_eq!(self.cmd(&format!("RCPT TO:<{r}>")).await, "250 Ok\r\n");
+            assert_eq!(self.cmd_text(&format!("RCPT TO:<{r}>")).await, "250 Ok\r\n");
         }
         assert_eq!(
-            self.cmd("DATA").await,
+            self.cmd_text("DATA").await,
             "354 End data with <CR><LF>.<CR><LF>\r\n"
         );
-        self.write(&dkim_relay::upstream::framing::dot_stuff(data))
+        self.send_raw(&dkim_relay::upstream::framing::dot_stuff(data))
             .await;
         self.reply().await.expect("no end-of-data reply")
     }

@@ -4,10 +4,11 @@
 //! cost more link time than their tests take to run. Here they share one build, one
 //! process-wide log capture and one set of generated keys.
 //!
-//! - [`support`] — the kit: test PKI, the relay in-process, the scripted upstream, the SMTP
-//!   client, the independent DKIM verifiers (mail-auth and dkimpy), log capture;
-//!   [`support::sim`] drives the SES simulator; [`support::dns_server`] is an authoritative DNS
-//!   server on 127.0.0.1 for `doctor` and `require_published`.
+//! - [`support`] — the kit: test PKI, the relay in-process, the scripted upstream, the
+//!   independent DKIM verifiers (mail-auth and dkimpy), log capture; [`support::client`] is the
+//!   one SMTP client (relay and simulator tests alike); [`support::sim`] drives the SES
+//!   simulator; [`support::dns_server`] is an authoritative DNS server on 127.0.0.1 for
+//!   `doctor` and `require_published`.
 //! - one module per area: `cli`, `doctor`, `hardening`, `keygen_dns`, `layering` (reads
 //!   `src/`: imports point down), `parsers_proptest`, `relay_e2e`, `relay_sim`, `reload`,
 //!   `sim_dkim`, `sim_interop`, `sim_smtp`.

@@ -1,7 +1,8 @@
 //! Shared harness for the hermetic end-to-end tests: test PKI (rcgen), a scripted fake SES
 //! SMTP server with real TLS ([`TestUpstream`]), an in-process relay on `127.0.0.1:0`
-//! ([`TestRelay`]), a small SMTP client, and two independent DKIM verifiers (mail-auth through
-//! the project's offline verdict engine, and dkimpy through `/usr/bin/python3`).
+//! ([`TestRelay`]), the one SMTP client ([`SmtpClient`], in [`client`]), and two independent
+//! DKIM verifiers (mail-auth through the project's offline verdict engine, and dkimpy through
+//! `/usr/bin/python3`).
 //!
 //! Everything listens on loopback, port 0; nothing touches the network or real DNS.
 //! Set `DKIM_RELAY_CAPTURE_DIR` to have every message the fake upstream receives written there

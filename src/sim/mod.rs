@@ -4,6 +4,8 @@
 //! - [`config`]: settings (one SES account in one region), TOML `[simulator]` / standalone file;
 //! - [`session`]: sans-IO SMTP state machine (banner, EHLO, STARTTLS, AUTH, MAIL/RCPT/DATA);
 //! - [`rules`]: the end-of-data checks in SES's order, rate/quota state and fault injection;
+//! - [`fault`]: the live fault handle (what SES does next, changed while running);
+//! - [`record`]: the recorder of connections, commands and messages as received (tests, UI);
 //! - [`deliver`]: the delivered form (SES header rewrites, `d=amazonses.com` signature);
 //! - [`outbox`]: `<id>.eml` + `<id>.json` per accepted message, listing and formatting;
 //! - [`server`]: the simulator as a protocol of the shared server shell (`crate::server`);
@@ -12,7 +14,9 @@
 pub mod config;
 pub mod deliver;
 pub mod embedded;
+pub mod fault;
 pub mod outbox;
+pub mod record;
 pub mod rules;
 pub mod server;
 pub mod session;

@@ -26,7 +26,9 @@ use tokio_rustls::TlsAcceptor;
 
 use super::config::{Account, DropStage, SimSettings, TlsSource};
 use super::deliver::{self, SesKey};
+use super::fault::{Eod, Greeting, LiveFaults, MailFault};
 use super::outbox::{self, SimOutcome};
+use super::record::{MessageSeen, Recorder};
 use super::rules::{self, AccountState, Decision};
 use super::session::{self, Policy, Session, Transaction};
 use super::verdict;
@@ -76,6 +78,10 @@ struct Shared {
     dns: DnsView,
     /// The shell's settings, built once from `settings`.
     shell: Arc<server::Settings>,
+    /// Faults a test or operator changes while the simulator runs.
+    faults: LiveFaults,
+    /// Set once recording is enabled ([`RunningSim::record`]); empty costs nothing.
+    recorder: std::sync::OnceLock<Recorder>,
 }
 
 /// A started simulator. Dropping it stops the listeners; [`RunningSim::shutdown`] also waits
@@ -92,6 +98,7 @@ pub struct RunningSim {
     /// The TXT record (name, value) publishing the simulator's `d=amazonses.com` DKIM key.
     pub ses_dkim_record: (String, String),
     server: server::Handle,
+    shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for RunningSim {
@@ -105,6 +112,22 @@ impl std::fmt::Debug for RunningSim {
 }
 
 impl RunningSim {
+    /// The live fault handle: what SES does next, changed without a restart.
+    pub fn faults(&self) -> LiveFaults {
+        self.shared.faults.clone()
+    }
+
+    /// Starts recording (connections accepted from now on) and returns the recorder; later
+    /// calls return the same one.
+    pub fn record(&self) -> Recorder {
+        self.shared.recorder.get_or_init(Recorder::new).clone()
+    }
+
+    /// The recorder, when recording was enabled.
+    pub fn recorder(&self) -> Option<Recorder> {
+        self.shared.recorder.get().cloned()
+    }
+
     /// Stops accepting, gives sessions in flight a short grace period, then ends them.
     pub async fn shutdown(mut self) {
         let _ = tokio::time::timeout(SHUTDOWN_GRACE * 2, self.server.shutdown()).await;
@@ -254,6 +277,8 @@ pub async fn start(
         dns: view,
         shell,
         settings,
+        faults: LiveFaults::default(),
+        recorder: std::sync::OnceLock::new(),
     });
     let mut listeners = vec![Listener::new(starttls, Mode::Plain)];
     if let Some(l) = implicit {
@@ -281,6 +306,7 @@ pub async fn start(
         region: shared.settings.region.clone(),
         ses_dkim_record,
         server,
+        shared,
     })
 }
 
@@ -387,10 +413,16 @@ impl server::Protocol for SimProtocol {
     }
 
     fn accept(&self, peer: Peer) -> (Arc<server::Settings>, SimHandler) {
+        let greeting = self.shared.faults.greeting();
+        let mut policy = self.shared.policy.clone();
+        policy.greeting = greeting.clone();
+        let record = self.shared.recorder.get().map(|r| (r.clone(), r.connection()));
         let handler = SimHandler {
-            session: Session::new(self.shared.policy.clone(), false),
+            session: Session::new(policy, false),
             shared: Arc::clone(&self.shared),
             peer: peer.addr,
+            greeting,
+            record,
         };
         (Arc::clone(&self.shared.shell), handler)
     }
@@ -401,11 +433,34 @@ struct SimHandler {
     shared: Arc<Shared>,
     session: Session,
     peer: SocketAddr,
+    /// This connection's scripted greeting faults (the STARTTLS trailer is written by `wire`).
+    greeting: Greeting,
+    /// The recorder and this connection's number, while recording.
+    record: Option<(Recorder, usize)>,
 }
 
 impl SimHandler {
     fn faults_drop_at(&self, stage: DropStage) -> bool {
         self.shared.settings.faults.drop_at == Some(stage)
+    }
+
+    /// Reports a handled end of data to the recorder, if one is on.
+    fn note(&self, tx: Transaction, data: Option<Vec<u8>>, reply: Option<&Reply>, stored: Option<String>) {
+        if let Some((recorder, conn)) = &self.record {
+            let reply = reply
+                .map(|r| String::from_utf8_lossy(&session::wire(r)).trim_end().to_string())
+                .unwrap_or_default();
+            recorder.message(MessageSeen {
+                conn: *conn,
+                mail_from: tx.mail_from,
+                rcpts: tx.rcpts,
+                data: data.unwrap_or_default(),
+                tls: self.session.is_tls(),
+                auth_user: self.session.user().map(str::to_string),
+                reply,
+                stored,
+            });
+        }
     }
 }
 
@@ -420,12 +475,32 @@ impl server::Handler for SimHandler {
     async fn command(&mut self, line: Result<Vec<u8>, LineError>) -> Action {
         let action = match line {
             Ok(line) => {
-                if !self.session.in_auth()
-                    && let Some(stage) = drop_stage_of(&session::verb(&line))
+                let in_auth = self.session.in_auth();
+                if let Some((recorder, conn)) = &self.record {
+                    recorder.command(*conn, self.session.is_tls(), &line, in_auth);
+                }
+                let stage = if in_auth {
+                    None
+                } else {
+                    drop_stage_of(&session::verb(&line))
+                };
+                if let Some(stage) = stage
                     && self.faults_drop_at(stage)
                 {
                     tracing::debug!(peer = %self.peer, ?stage, "fault injection: dropping connection");
                     return Action::Drop;
+                }
+                // Scripted MAIL faults apply where SES's would: past the TLS and AUTH gates.
+                if stage == Some(DropStage::Mail)
+                    && self.session.is_tls()
+                    && self.session.user().is_some()
+                    && let Some(fault) = self.shared.faults.on_mail()
+                {
+                    tracing::debug!(peer = %self.peer, ?fault, "fault injection at MAIL");
+                    return match fault {
+                        MailFault::Drop => Action::Drop,
+                        MailFault::ReplyThenClose(r) => Action::Close(r),
+                    };
                 }
                 self.session.on_line(&line)
             }
@@ -441,29 +516,61 @@ impl server::Handler for SimHandler {
 
     async fn data(&mut self, data: Result<Vec<u8>, DataError>, size: usize) -> Action {
         let tx = self.session.end_of_data();
+        // The bytes as received, copied only while recording.
+        let seen = self
+            .record
+            .as_ref()
+            .map(|_| data.as_ref().map(Vec::clone).unwrap_or_default());
+        let eod = self.shared.faults.next_eod();
+        match eod {
+            Eod::Reply(r) => {
+                self.note(tx, seen, Some(&r), None);
+                return Action::Reply(r);
+            }
+            Eod::Drop => {
+                self.note(tx, seen, None, None);
+                return Action::Drop;
+            }
+            Eod::Silent => {
+                self.note(tx, seen, None, None);
+                // Never answer: hold the connection until the peer (or the shutdown) ends it.
+                return std::future::pending().await;
+            }
+            Eod::Normal | Eod::AnswerThenClose => {}
+        }
         if self.faults_drop_at(DropStage::Eod) {
+            self.note(tx, seen, None, None);
             return Action::Drop;
         }
-        let shared = &self.shared;
+        let shared = Arc::clone(&self.shared);
         let peer = self.peer;
-        let reply = match rules::decide(&shared.settings, &shared.state, &tx, data, size) {
-            Decision::Drop => return Action::Drop,
+        let (reply, stored) = match rules::decide(&shared.settings, &shared.state, &tx, data, size)
+        {
+            Decision::Drop => {
+                self.note(tx, seen, None, None);
+                return Action::Drop;
+            }
             Decision::Reject(r) => {
                 tracing::info!(%peer, reply = %r.one_line(), "message refused");
-                r
+                (r, None)
             }
-            Decision::Accept(message) => match accept(shared, peer, &tx, message).await {
+            Decision::Accept(message) => match accept(&shared, peer, &tx, message).await {
                 Ok(id) => {
                     self.session.accepted();
-                    Reply::plain(250, format!("Ok {id}"))
+                    (Reply::plain(250, format!("Ok {id}")), Some(id))
                 }
                 Err(e) => {
                     tracing::warn!(%peer, error = %e, "cannot store message");
-                    Reply::plain(451, "Temporary service failure")
+                    (Reply::plain(451, "Temporary service failure"), None)
                 }
             },
         };
-        Action::Reply(reply)
+        self.note(tx, seen, Some(&reply), stored);
+        if eod == Eod::AnswerThenClose {
+            Action::Close(reply)
+        } else {
+            Action::Reply(reply)
+        }
     }
 
     fn tls_started(&mut self) {
@@ -483,8 +590,17 @@ impl server::Handler for SimHandler {
         }
     }
 
+    /// SES's wire form; a scripted STARTTLS trailer rides in the same packet as the `220`.
     fn wire(&self, reply: &Reply) -> Vec<u8> {
-        session::wire(reply)
+        let mut bytes = session::wire(reply);
+        if reply.code == 220
+            && !self.session.is_tls()
+            && reply.lines == ["Ready to start TLS"]
+            && let Some(trailer) = &self.greeting.starttls_trailer
+        {
+            bytes.extend_from_slice(trailer);
+        }
+        bytes
     }
 }
 

@@ -11,6 +11,7 @@
 
 use rand::Rng;
 
+use super::fault::Greeting;
 use crate::ses_password;
 use crate::smtp::codec::LineError;
 use crate::smtp::command::{self, Command};
@@ -52,6 +53,8 @@ pub struct Policy {
     pub legacy_ehlo_size: bool,
     pub starttls_after_tls: bool,
     pub max_messages_per_session: u32,
+    /// Scripted greeting deviations ([`super::fault::Greeting`]); default: none.
+    pub greeting: Greeting,
 }
 
 impl std::fmt::Debug for Policy {
@@ -81,6 +84,7 @@ impl Policy {
             legacy_ehlo_size: s.legacy_ehlo_size,
             starttls_after_tls: s.starttls_after_tls,
             max_messages_per_session: s.max_messages_per_session,
+            greeting: Greeting::default(),
         }
     }
 }
@@ -285,10 +289,12 @@ impl Session {
                 if self.policy.legacy_ehlo_size {
                     lines.push("SIZE 10485760".into());
                 }
-                if !self.tls || self.policy.starttls_after_tls {
+                if (!self.tls || self.policy.starttls_after_tls) && !self.policy.greeting.hide_starttls
+                {
                     lines.push("STARTTLS".into());
                 }
-                lines.push("AUTH PLAIN LOGIN".into());
+                let mechanisms = self.policy.greeting.auth_mechanisms.as_deref();
+                lines.push(format!("AUTH {}", mechanisms.unwrap_or("PLAIN LOGIN")));
                 lines.push("Ok".into());
                 Action::Reply(Reply::multi(250, lines))
             }
@@ -297,7 +303,9 @@ impl Session {
                 Action::Reply(Reply::plain(250, SES_HOST))
             }
             Command::StartTls => {
-                if self.tls {
+                if self.policy.greeting.hide_starttls {
+                    Action::Reply(Reply::plain(502, "5.5.1 Unrecognized command"))
+                } else if self.tls {
                     Action::Reply(bad_sequence("TLS already active"))
                 } else {
                     Action::StartTls(Reply::plain(220, "Ready to start TLS"))
@@ -435,6 +443,7 @@ mod tests {
             legacy_ehlo_size: false,
             starttls_after_tls: false,
             max_messages_per_session: 1,
+            greeting: Greeting::default(),
         };
         Session::new(policy, false)
     }
@@ -496,6 +505,24 @@ mod tests {
         assert_eq!(tx.rcpts, vec!["x@y.z".to_string()]);
         s.accepted();
         assert!(matches!(s.on_line(b"MAIL FROM:<a@b.c>"), Action::Close(r) if r.code == 421));
+    }
+
+    #[test]
+    fn scripted_greeting_hides_starttls_and_lists_other_mechanisms() {
+        let mut s = session();
+        s.policy.greeting = Greeting {
+            hide_starttls: true,
+            auth_mechanisms: Some("LOGIN".into()),
+            starttls_trailer: None,
+        };
+        assert_eq!(
+            text(s.on_line(b"EHLO x")),
+            "250-email-smtp.amazonaws.com\r\n250-8BITMIME\r\n250-AUTH LOGIN\r\n250 Ok\r\n"
+        );
+        assert_eq!(
+            text(s.on_line(b"STARTTLS")),
+            "502 5.5.1 Unrecognized command\r\n"
+        );
     }
 
     #[test]

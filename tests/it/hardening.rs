@@ -34,9 +34,9 @@ fn message(from: &str, subject: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-async fn start(configure: impl FnOnce(&mut RelayOptions)) -> (TestUpstream, TestRelay) {
+async fn start(configure: impl FnOnce(&mut RelayOptions)) -> (Upstream, TestRelay) {
     let _ = logs();
-    let upstream = TestUpstream::start(UpstreamOptions::default()).await;
+    let upstream = Upstream::start(UpstreamOptions::default()).await;
     let mut opts = RelayOptions::for_upstream(&upstream);
     configure(&mut opts);
     let relay = TestRelay::start(opts).await;
@@ -52,7 +52,7 @@ fn contains(hay: &[u8], needle: &str) -> bool {
 }
 
 /// Whether any message the upstream received contains `needle`, or any envelope names it.
-fn upstream_saw(upstream: &TestUpstream, needle: &str) -> bool {
+fn upstream_saw(upstream: &Upstream, needle: &str) -> bool {
     upstream.received().iter().any(|m| {
         contains(&m.data, needle)
             || m.mail_from.contains(needle)
@@ -628,7 +628,7 @@ fn users() -> Vec<User> {
 
 /// A relay where loopback is *not* in allow_networks (so this client must authenticate), with
 /// STARTTLS and an implicit-TLS listener.
-async fn start_with_users(extra: toml::Table) -> (TestUpstream, TestRelay) {
+async fn start_with_users(extra: toml::Table) -> (Upstream, TestRelay) {
     start(move |o| {
         o.listener_tls = ListenerTls::StartTlsAndImplicit;
         o.server_extra = toml! {
@@ -874,7 +874,7 @@ async fn relay_keeps_serving_while_clients_misbehave() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_plaintext_injected_before_tls_is_discarded() {
-    let upstream = TestUpstream::start(UpstreamOptions {
+    let upstream = Upstream::start(UpstreamOptions {
         starttls_trailer: Some("250-injected.example\r\n250 AUTH PLAIN\r\n".into()),
         ..Default::default()
     })

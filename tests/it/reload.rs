@@ -584,7 +584,9 @@ async fn require_published_keeps_the_old_selector_until_dns_matches() {
     relay.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Paused clock: the watcher sleeps on tokio time between polls, and a poll compares file
+// stamps (inode, mtime, length), not clocks; the wait below advances virtual time only.
+#[tokio::test(start_paused = true)]
 async fn watch_reloads_on_a_kubernetes_style_symlink_swap() {
     let upstream = start_upstream().await;
     let files = Files::new(&upstream);
@@ -860,7 +862,9 @@ async fn reload_that_flips_the_simulator_switch_is_refused_and_mail_still_flows(
 
 /// The watcher polls every file the configuration read: a renewed listener certificate or a
 /// rotated upstream password triggers a reload, as a changed key file does.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Paused clock: the watcher sleeps on tokio time between polls, and a poll compares file
+// stamps (inode, mtime, length), not clocks; the wait below advances virtual time only.
+#[tokio::test(start_paused = true)]
 async fn watch_reloads_when_the_password_file_or_listener_certificate_changes() {
     let upstream = start_upstream().await;
     let files = Files::new(&upstream);

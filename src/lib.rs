@@ -27,7 +27,8 @@
 //!   [`upstream`]: the SES client — TLS + AUTH, the pool, [`upstream::framing`] (dot-stuffing on
 //!   the fly), [`upstream::settings`]. [`sim`]: the SES SMTP simulator — its protocol on the
 //!   shell, SES's rules and rewrites, the outbox, the DKIM/SPF/DMARC verdict
-//!   ([`sim::verdict`]), the embedded mode ([`sim::embedded`]). [`doctor`]: checks of the
+//!   ([`sim::verdict`]), the embedded mode ([`sim::embedded`]), live faults ([`sim::fault`]) and
+//!   the recorder of what it saw ([`sim::record`]). [`doctor`]: checks of the
 //!   published DNS records and their printing.
 //! - **core** (sans-IO) — [`smtp`]: framing ([`smtp::codec`]), commands with typed errors,
 //!   replies, the relay's session state machine, the SASL PLAIN/LOGIN steps ([`smtp::sasl`])

@@ -103,7 +103,9 @@ impl LiveFaults {
             s.drop_on_mail -= 1;
             return Some(MailFault::Drop);
         }
-        s.mail_reply_then_close.take().map(MailFault::ReplyThenClose)
+        s.mail_reply_then_close
+            .take()
+            .map(MailFault::ReplyThenClose)
     }
 
     /// The greeting faults for a connection being accepted.

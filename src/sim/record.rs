@@ -125,7 +125,10 @@ mod tests {
 
     #[test]
     fn auth_payloads_never_stored() {
-        assert_eq!(redact(b"AUTH PLAIN AGZvbwBzZWNyZXQ=", false), "AUTH PLAIN [initial response]");
+        assert_eq!(
+            redact(b"AUTH PLAIN AGZvbwBzZWNyZXQ=", false),
+            "AUTH PLAIN [initial response]"
+        );
         assert_eq!(redact(b"AUTH LOGIN", false), "AUTH LOGIN");
         assert_eq!(redact(b"c2VjcmV0", true), "AUTH-DATA");
         assert_eq!(redact(b"MAIL FROM:<a@b.c>", false), "MAIL FROM:<a@b.c>");

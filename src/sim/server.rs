@@ -416,7 +416,11 @@ impl server::Protocol for SimProtocol {
         let greeting = self.shared.faults.greeting();
         let mut policy = self.shared.policy.clone();
         policy.greeting = greeting.clone();
-        let record = self.shared.recorder.get().map(|r| (r.clone(), r.connection()));
+        let record = self
+            .shared
+            .recorder
+            .get()
+            .map(|r| (r.clone(), r.connection()));
         let handler = SimHandler {
             session: Session::new(policy, false),
             shared: Arc::clone(&self.shared),
@@ -445,10 +449,20 @@ impl SimHandler {
     }
 
     /// Reports a handled end of data to the recorder, if one is on.
-    fn note(&self, tx: Transaction, data: Option<Vec<u8>>, reply: Option<&Reply>, stored: Option<String>) {
+    fn note(
+        &self,
+        tx: Transaction,
+        data: Option<Vec<u8>>,
+        reply: Option<&Reply>,
+        stored: Option<String>,
+    ) {
         if let Some((recorder, conn)) = &self.record {
             let reply = reply
-                .map(|r| String::from_utf8_lossy(&session::wire(r)).trim_end().to_string())
+                .map(|r| {
+                    String::from_utf8_lossy(&session::wire(r))
+                        .trim_end()
+                        .to_string()
+                })
                 .unwrap_or_default();
             recorder.message(MessageSeen {
                 conn: *conn,
@@ -520,7 +534,7 @@ impl server::Handler for SimHandler {
         let seen = self
             .record
             .as_ref()
-            .map(|_| data.as_ref().map(Vec::clone).unwrap_or_default());
+            .map(|_| data.as_ref().ok().cloned().unwrap_or_default());
         let eod = self.shared.faults.next_eod();
         match eod {
             Eod::Reply(r) => {

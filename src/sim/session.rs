@@ -289,7 +289,8 @@ impl Session {
                 if self.policy.legacy_ehlo_size {
                     lines.push("SIZE 10485760".into());
                 }
-                if (!self.tls || self.policy.starttls_after_tls) && !self.policy.greeting.hide_starttls
+                if (!self.tls || self.policy.starttls_after_tls)
+                    && !self.policy.greeting.hide_starttls
                 {
                     lines.push("STARTTLS".into());
                 }

@@ -8,10 +8,12 @@
 //! - [`record`]: the recorder of connections, commands and messages as received (tests, UI);
 //! - [`deliver`]: the delivered form (SES header rewrites, `d=amazonses.com` signature);
 //! - [`outbox`]: `<id>.eml` + `<id>.json` per accepted message, listing and formatting;
+//! - `connection`: one connection on the shell (session, faults, recorder, end-of-data pipeline);
 //! - [`server`]: the simulator as a protocol of the shared server shell (`crate::server`);
 //!   `start`, `start_embedded` (the standalone start is `daemon::start_simulator`).
 
 pub mod config;
+mod connection;
 pub mod deliver;
 pub mod embedded;
 pub mod fault;

@@ -94,6 +94,13 @@ pub enum AddressError {
     SeveralAt,
     #[error("the address has an empty or invalid local part")]
     BadLocalPart,
+    #[error("a non-ASCII local part needs SMTPUTF8, which the relay does not offer")]
+    NonAsciiLocalPart,
+    #[error(
+        "an encoded-word in the display name is malformed, not set off by white space, or \
+         inside quotes (RFC 2047)"
+    )]
+    EncodedWord,
     #[error("the domain is missing or not a host name")]
     BadDomain,
     #[error("the domain ends with a dot")]
@@ -301,8 +308,30 @@ impl Parser<'_> {
             match self.peek() {
                 Some('<') => return Ok(()),
                 Some(' ' | '\t') => self.i += 1,
-                Some('"') => self.quoted_string()?,
-                Some(c) if is_atext(c) => self.i += 1,
+                Some('"') => {
+                    let start = self.i;
+                    self.quoted_string()?;
+                    if self.s[start..self.i].windows(2).any(|w| w == ['=', '?']) {
+                        return Err(AddressError::EncodedWord);
+                    }
+                }
+                Some(c) if is_atext(c) => {
+                    let start = self.i;
+                    while self.peek().is_some_and(is_atext) {
+                        self.i += 1;
+                    }
+                    let atom: String = self.s[start..self.i].iter().collect();
+                    if atom.contains("=?") {
+                        // An encoded-word (RFC 2047 §5(3)): whole, well formed, and set off by
+                        // white space, or decoders disagree on the display name.
+                        let before = start.checked_sub(1).map(|j| self.s[j]);
+                        let spaced_before = before.is_none_or(|c| c == ' ' || c == '\t');
+                        let spaced_after = matches!(self.peek(), Some(' ' | '\t'));
+                        if !spaced_before || !spaced_after || !encoded_word(&atom) {
+                            return Err(AddressError::EncodedWord);
+                        }
+                    }
+                }
                 Some(c @ ('@' | '.' | '>' | ',')) => return Err(AddressError::UnquotedSpecial(c)),
                 Some(c) => {
                     Self::refuse_special(c)?;
@@ -377,6 +406,12 @@ impl Parser<'_> {
             }
             None => return Err(AddressError::Empty),
         };
+        if !local.is_ascii() {
+            return Err(AddressError::NonAsciiLocalPart);
+        }
+        if local.contains("=?") {
+            return Err(AddressError::EncodedWord);
+        }
         match self.peek() {
             Some('@') => self.i += 1,
             Some(' ' | '\t') => return Err(AddressError::SpaceInAddress),
@@ -409,6 +444,55 @@ impl Parser<'_> {
             written_domain: written,
             domain,
         })
+    }
+}
+
+/// Whether `atom` is one well-formed RFC 2047 encoded-word as a phrase may hold it:
+/// `=?charset?Q|B?text?=`, Q text only of the characters §5(3) allows there (letters, digits,
+/// `!*+-/=_`, `=` starting two hex digits), B text valid padded base64.
+fn encoded_word(atom: &str) -> bool {
+    let Some(inner) = atom.strip_prefix("=?").and_then(|a| a.strip_suffix("?=")) else {
+        return false;
+    };
+    let parts: Vec<&str> = inner.split('?').collect();
+    let [charset, encoding, text] = parts.as_slice() else {
+        return false;
+    };
+    if charset.is_empty()
+        || !charset
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_*".contains(&b))
+        || text.is_empty()
+    {
+        return false;
+    }
+    match *encoding {
+        "q" | "Q" => {
+            let b = text.as_bytes();
+            let mut i = 0;
+            while i < b.len() {
+                if b[i] == b'=' {
+                    let hex = |j: usize| b.get(j).is_some_and(|c| c.is_ascii_hexdigit());
+                    if !(hex(i + 1) && hex(i + 2)) {
+                        return false;
+                    }
+                    i += 3;
+                } else if b[i].is_ascii_alphanumeric() || b"!*+-/_".contains(&b[i]) {
+                    i += 1;
+                } else {
+                    return false;
+                }
+            }
+            true
+        }
+        "b" | "B" => {
+            use base64::Engine;
+            text.len() % 4 == 0
+                && base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .is_ok()
+        }
+        _ => false,
     }
 }
 
@@ -535,6 +619,13 @@ mod tests {
         assert_eq!(refused("a@example\u{ff61}org"), MappedDomain);
         assert_eq!(refused("a@B\u{dc}CHER.example"), MappedDomain);
         assert_eq!(refused("a@ex_ample.org"), BadDomain);
+        assert_eq!(refused("j\u{f6}rg@example.org"), NonAsciiLocalPart);
+        assert_eq!(refused("=?utf-8?q?a=40b?=<a@example.org>"), EncodedWord);
+        assert_eq!(refused("=?utf-8?q?a?=b <a@example.org>"), EncodedWord);
+        assert_eq!(refused("=?utf-8?q?a b?= <a@example.org>"), EncodedWord);
+        assert_eq!(refused("=?utf-8?b?QUJ?= <a@example.org>"), EncodedWord);
+        assert_eq!(refused("\"=?utf-8?q?a?=\" <a@example.org>"), EncodedWord);
+        assert_eq!(refused("=?utf-8?q?x?=@example.org"), EncodedWord);
         assert_eq!(refused("<@route:a@example.org>"), BadLocalPart);
         assert_eq!(refused("a.@example.org"), BadLocalPart);
         assert_eq!(refused("\"unterminated <a@example.org>"), UnterminatedQuote);

@@ -66,12 +66,15 @@ pub fn printable_text(s: &str) -> Cow<'_, str> {
 /// separators; C0 is always escaped by serde) written as a `\uXXXX` escape: the same JSON
 /// value, safe to print. (Such characters can only occur inside JSON strings.)
 pub fn json_safe(json: &str) -> Cow<'_, str> {
-    if !json.chars().any(unsafe_char) {
+    // serde writes LF, CR, TAB only as white space between tokens (inside strings it escapes
+    // them), so they stay.
+    let unsafe_in_json = |c: char| unsafe_char(c) && !matches!(c, '\n' | '\r' | '\t');
+    if !json.chars().any(unsafe_in_json) {
         return Cow::Borrowed(json);
     }
     let mut out = String::with_capacity(json.len() + 16);
     for c in json.chars() {
-        if unsafe_char(c) {
+        if unsafe_in_json(c) {
             let mut units = [0u16; 2];
             for u in c.encode_utf16(&mut units) {
                 out.push_str(&format!("\\u{:04x}", u));
@@ -99,6 +102,8 @@ mod tests {
             printable_text("l1\r\nl2\n\tx\r\u{1b}"),
             "l1\r\nl2\n\tx\\x0d\\x1b"
         );
+        let pretty = serde_json::to_string_pretty(&["x"]).unwrap();
+        assert_eq!(json_safe(&pretty), pretty);
         let json = serde_json::to_string("a\u{9b}b\u{1b}").unwrap();
         let safe = json_safe(&json);
         assert_eq!(safe, "\"a\\u009bb\\u001b\"");

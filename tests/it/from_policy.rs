@@ -745,3 +745,50 @@ fn generated_from_values_match_python() {
         );
     }
 }
+
+/// SES's own fields are never named, not even when a domain's `headers` or `oversign` asks.
+#[test]
+fn config_refuses_headers_ses_adds_or_rewrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let rsa = dir.path().join("s1.pem");
+    dkim_relay::dkim::keygen::write_private_key(&rsa, &Keys::shared().org_rsa.pkcs8_pem).unwrap();
+    for (key, name) in [
+        ("headers", "Message-ID"),
+        ("headers", "Date"),
+        ("headers", "Return-Path"),
+        ("oversign", "Bounces-To"),
+        ("oversign", "X-SES-CONFIGURATION-SET"),
+        ("headers", "Feedback-ID"),
+        ("oversign", "DKIM-Signature"),
+    ] {
+        let text = format!(
+            "[upstream]\nsimulator = true\n[domains.\"example.org\"]\nmail_from = \"mail.example.org\"\n\
+             sign = [\"s1\"]\n{key} = [\"From\", \"{name}\"]\n[domains.\"example.org\".selectors.s1]\n\
+             algorithm = \"rsa-sha256\"\nkey_file = \"{}\"\n",
+            rsa.display()
+        );
+        let errors = match config::load_str(&dir.path().join("c.toml"), &text) {
+            Ok(_) => panic!("{key} = [{name}] was accepted"),
+            Err(d) => d,
+        };
+        assert!(
+            errors
+                .iter()
+                .any(|d| d.message.contains(name) && d.message.contains("must not be signed")),
+            "{key} = [{name}]: {errors:?}"
+        );
+    }
+    // The defaults themselves: every signed name oversigned, Sender included.
+    let text = format!(
+        "[upstream]\nsimulator = true\n[domains.\"example.org\"]\nmail_from = \"mail.example.org\"\n\
+         sign = [\"s1\"]\n[domains.\"example.org\".selectors.s1]\nalgorithm = \"rsa-sha256\"\n\
+         key_file = \"{}\"\n",
+        rsa.display()
+    );
+    let snap = config::load_str(&dir.path().join("c.toml"), &text).unwrap();
+    let d = &snap.domains["example.org"];
+    assert!(d.headers.iter().any(|h| h == "Sender"));
+    for h in &d.headers {
+        assert!(d.oversign.contains(h), "{h} is signed but not oversigned");
+    }
+}

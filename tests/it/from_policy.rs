@@ -792,3 +792,42 @@ fn config_refuses_headers_ses_adds_or_rewrites() {
         assert!(d.oversign.contains(h), "{h} is signed but not oversigned");
     }
 }
+
+/// The collected corpus through a real socket: the relay's answer is the parser's pinned
+/// outcome (a refusal is a 5.6.0 before signing; an accepted value is signed for its domain or,
+/// outside the configured domains, refused 5.7.1), and only accepted values reach the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collected_values_through_the_relay() {
+    let st = staging("", &[("example.org", true)]).await;
+    let mut c = SmtpClient::connect(st.addr).await;
+    c.cmd("EHLO app.test").await;
+    let mut sent = 0;
+    for (i, case) in corpus().iter().enumerate() {
+        // A CR or LF that is not folding would split the field on the wire: another test.
+        let unfolded = case.value.replace("\r\n ", "").replace("\r\n\t", "");
+        if unfolded.contains(['\r', '\n', '\0']) {
+            continue;
+        }
+        let r = c
+            .transaction(
+                "app@example.org",
+                &["someone@example.net"],
+                &with_from(&case.value, &format!("c{i}")),
+            )
+            .await;
+        match case.relay.as_str() {
+            "refuse" => assert_eq!(r.enhanced(), Some("5.6.0"), "{:?}: {r}", case.value),
+            "example.org" | "sub.example.org" => {
+                assert_eq!(r.code, 250, "{:?}: {r}", case.value);
+                sent += 1;
+            }
+            _ => assert_eq!(enhanced(&r), (550, Some("5.7.1")), "{:?}: {r}", case.value),
+        }
+    }
+    assert_eq!(st.delivered().len(), sent);
+    assert!(
+        sent >= 8,
+        "too few accepted corpus values went through: {sent}"
+    );
+    st.stop().await;
+}

@@ -32,8 +32,10 @@
 //!   published DNS records and their printing.
 //! - **core** (sans-IO) — [`smtp`]: framing ([`smtp::codec`]), commands with typed errors,
 //!   replies, the relay's session state machine, the SASL PLAIN/LOGIN steps ([`smtp::sasl`])
-//!   and the envelope. [`message`]: the header section as spans, header From, the SES header
-//!   policy and the envelope rewrite. [`dkim`]: the signing domain and its header policy
+//!   and the envelope. [`message`]: the header section as spans, header From (the strict,
+//!   unambiguous reading: [`message::address`]), tenant binding ([`message::tenant`]), the SES
+//!   header policy, the envelope rewrite, and escaping for terminals and logs
+//!   ([`message::printable`]). [`dkim`]: the signing domain and its header policy
 //!   ([`dkim::domain`]: the signed-header defaults live there), keys read once
 //!   ([`dkim::private_key`]), key generation, the signer. [`dns`]: records and their formats,
 //!   DNS look-ups ([`dns::lookup`]), the in-memory view, the DKIM-record rule.

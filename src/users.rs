@@ -98,10 +98,36 @@ pub fn dummy_hash() -> &'static PasswordHash {
 
 /// One domain a user may send as: the configured sending domain, and whether that domain's
 /// entry accepts subdomains (`[domains."…"] subdomains = true`).
+///
+/// `carved_out` lists the other configured `[domains]` entries below this one, each with its
+/// own `subdomains` switch: a name such an entry signs for is that entry's, not this one's, so
+/// allowing `example.org` never allows `tenant.example.org` when that is its own entry (the
+/// same most-specific-entry rule the signer's domain lookup applies).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AllowedDomain {
     pub name: String,
     pub subdomains: bool,
+    pub carved_out: Vec<(String, bool)>,
+}
+
+impl AllowedDomain {
+    /// Whether this entry is the one that signs for `name` (a normalised A-label): walking up
+    /// from `name`, the first configured entry that covers it is this one.
+    pub fn owns(&self, name: &str) -> bool {
+        for (i, parent) in crate::domain_name::parents(name).enumerate() {
+            if parent == self.name {
+                return i == 0 || self.subdomains;
+            }
+            if self
+                .carved_out
+                .iter()
+                .any(|(n, sub)| n == parent && (i == 0 || *sub))
+            {
+                return false;
+            }
+        }
+        false
+    }
 }
 
 /// A configured submission user.
@@ -121,15 +147,20 @@ pub struct Submitter {
 }
 
 impl Submitter {
-    /// Whether this user may use `domain` (From domain or envelope sender domain). A subdomain
-    /// counts only when the configured domain allows subdomains.
+    /// Whether this user may use `domain` (From domain, envelope sender domain, Sender …). A
+    /// subdomain counts only when the configured domain allows subdomains, and never when
+    /// another configured entry signs for it ([`AllowedDomain::owns`]).
     pub fn may_use(&self, domain: &str) -> bool {
         let Some(d) = crate::domain_name::normalize(domain) else {
             return false;
         };
-        self.domains
-            .iter()
-            .any(|a| crate::domain_name::covers(&a.name, a.subdomains, &d))
+        self.domains.iter().any(|a| a.owns(&d))
+    }
+
+    /// Whether this user may have mail signed with the key of the `[domains]` entry `entry`
+    /// (its name, an A-label).
+    pub fn may_sign_with(&self, entry: &str) -> bool {
+        self.domains.iter().any(|a| a.name == entry)
     }
 }
 
@@ -181,10 +212,15 @@ mod tests {
                 AllowedDomain {
                     name: "example.org".into(),
                     subdomains: false,
+                    carved_out: vec![],
                 },
                 AllowedDomain {
                     name: "example.net".into(),
                     subdomains: true,
+                    carved_out: vec![
+                        ("tenant.example.net".into(), false),
+                        ("group.example.net".into(), true),
+                    ],
                 },
             ],
         };
@@ -194,5 +230,12 @@ mod tests {
         assert!(s.may_use("news.example.net"));
         assert!(!s.may_use("xexample.net"));
         assert!(!s.may_use("example.com"));
+        // Another entry's names are that entry's.
+        assert!(!s.may_use("tenant.example.net"));
+        assert!(s.may_use("a.tenant.example.net"));
+        assert!(!s.may_use("group.example.net"));
+        assert!(!s.may_use("a.group.example.net"));
+        assert!(s.may_sign_with("example.net"));
+        assert!(!s.may_sign_with("tenant.example.net"));
     }
 }

@@ -4,12 +4,16 @@
 //!
 //! Why here: printing is the subcommand's job, so the simulator carries no CLI wording. `show`
 //! refuses an ID that is not a plain outbox ID (no path traversal: `sim::outbox::show` checks
-//! it).
+//! it). Nothing raw reaches the terminal: the text forms escape control characters that came
+//! from a message (`sim::outbox` formats them through [`crate::message::printable`]), and the
+//! JSON forms escape the ones serde leaves raw (DEL, C1, bidi controls) as `\uXXXX`, which is
+//! the same JSON value.
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use super::print_or_fail;
+use crate::message::printable::json_safe;
 use crate::sim::outbox;
 
 /// `dkim-relay outbox list [--json]`.
@@ -26,7 +30,7 @@ pub fn show(dir: &Path, id: &str, json: bool) -> ExitCode {
 pub fn list_text(dir: &Path, json: bool) -> anyhow::Result<String> {
     let records = outbox::list(dir)?;
     Ok(if json {
-        outbox::format_json(&records)
+        json_safe(&outbox::format_json(&records)).into_owned()
     } else if records.is_empty() {
         format!("outbox {} is empty\n", dir.display())
     } else {
@@ -38,7 +42,7 @@ pub fn list_text(dir: &Path, json: bool) -> anyhow::Result<String> {
 pub fn show_text(dir: &Path, id: &str, json: bool) -> anyhow::Result<String> {
     let (record, eml) = outbox::show(dir, id)?;
     Ok(if json {
-        serde_json::to_string_pretty(&record)?
+        json_safe(&serde_json::to_string_pretty(&record)?).into_owned()
     } else {
         outbox::format_show(&record, &eml)
     })

@@ -5,10 +5,14 @@
 //! their keys, the `h=` list, `x=`). `config` validates `[domains]` and builds these values;
 //! nothing in `dkim` reads the configuration.
 //!
-//! Header policy (RFC 6376 §5.4, SES DKIM guide): [`DEFAULT_SIGNED_HEADERS`] are signed when
-//! present, [`DEFAULT_OVERSIGNED`] once more than they occur (so a copy added in transit breaks
-//! the signature), and under the SES profile nothing SES rewrites or removes is ever signed
-//! ([`ses_forbids_signing`], ses-smtp.md §5.1).
+//! Header policy (RFC 6376 §5.4, §8.15, SES DKIM guide): [`DEFAULT_SIGNED_HEADERS`] are signed
+//! when present, and every one of them is also in [`DEFAULT_OVERSIGNED`]: named once more than
+//! it occurs, so a copy prepended in transit (a second Content-Type, List-Unsubscribe, Sender …,
+//! which a receiver may read instead of the signed one) breaks the signature. Every default
+//! name is one SES neither adds nor rewrites, so oversigning an absent one is safe; under the
+//! SES profile nothing SES adds, rewrites or removes is ever signed ([`ses_forbids_signing`]:
+//! Message-ID, Date, Return-Path, Bounces-To, Feedback-ID, DKIM-Signature, X-SES-*;
+//! ses-smtp.md §5, §5.1), and `config` refuses those names in a domain's `headers`/`oversign`.
 //!
 //! Lookup ([`Domains::domain_for`]): the header-From domain (DMARC aligns on it) is normalised
 //! ([`crate::domain_name`]) and walked up its parents; the most specific configured domain
@@ -36,17 +40,19 @@ pub const DEFAULT_SIGNED_HEADERS: &[&str] = &[
     "List-Unsubscribe",
     "List-Unsubscribe-Post",
     "List-Id",
+    "Sender",
 ];
 
-/// The headers signed once more than they occur by default.
-pub const DEFAULT_OVERSIGNED: &[&str] = &["From", "To", "Cc", "Subject", "Reply-To"];
+/// The headers signed once more than they occur by default: all of the signed ones (issue 9:
+/// everything a receiver uses and SES leaves alone is protected against an added copy).
+pub const DEFAULT_OVERSIGNED: &[&str] = DEFAULT_SIGNED_HEADERS;
 
 /// Headers SES replaces or removes: signing them breaks the signature (ses-smtp.md §5.1).
 pub fn ses_forbids_signing(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
     matches!(
         n.as_str(),
-        "message-id" | "date" | "return-path" | "bounces-to" | "dkim-signature"
+        "message-id" | "date" | "return-path" | "bounces-to" | "feedback-id" | "dkim-signature"
     ) || n.starts_with("x-ses-")
 }
 
@@ -79,6 +85,9 @@ impl Domain {
 }
 
 impl SendingDomain for Arc<Domain> {
+    fn name(&self) -> &str {
+        &self.name
+    }
     fn envelope(&self) -> &EnvelopeRules {
         &self.envelope
     }
@@ -171,11 +180,13 @@ mod tests {
     fn ses_policy() {
         assert!(ses_forbids_signing("Message-ID"));
         assert!(ses_forbids_signing("X-SES-CONFIGURATION-SET"));
+        assert!(ses_forbids_signing("feedback-id"));
+        assert!(ses_forbids_signing("DKIM-Signature"));
         assert!(!ses_forbids_signing("Subject"));
-        assert!(
-            DEFAULT_OVERSIGNED
-                .iter()
-                .all(|h| DEFAULT_SIGNED_HEADERS.contains(h))
-        );
+        for h in DEFAULT_SIGNED_HEADERS {
+            assert!(!ses_forbids_signing(h), "{h}");
+            assert!(DEFAULT_OVERSIGNED.contains(h), "{h} is not oversigned");
+        }
+        assert!(DEFAULT_SIGNED_HEADERS.contains(&"Sender"));
     }
 }

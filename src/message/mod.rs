@@ -11,6 +11,8 @@
 
 pub mod address;
 pub mod headers;
+pub mod printable;
+pub mod tenant;
 
 use crate::smtp::command::Mailbox;
 use crate::smtp::envelope::Envelope;
@@ -47,6 +49,9 @@ pub struct EnvelopeRules {
 /// What [`prepare`] needs to know about the domain that will sign (implemented by the signing
 /// domain type in `dkim`).
 pub trait SendingDomain {
+    /// The configured `[domains."…"]` entry's name (A-label): what a user's allowed domains
+    /// are checked against.
+    fn name(&self) -> &str;
     fn envelope(&self) -> &EnvelopeRules;
     /// The SES configuration set to add as `X-SES-CONFIGURATION-SET`, if any.
     fn configuration_set(&self) -> Option<&str>;
@@ -84,12 +89,33 @@ pub fn prepare<D: SendingDomain>(
             format!("Malformed message header section: {e}"),
         )
     })?;
+    // A field name followed by white space before the colon (`From : …`) is obsolete syntax
+    // (RFC 5322 §4.5) that signers and verifiers treat differently: mail-auth would not sign
+    // it, so its value could be changed after signing. Refused rather than signed around.
+    if let Some(f) = message
+        .fields
+        .iter()
+        .find(|f| f.name() != f.name().trim_end())
+    {
+        return Err(Reply::new(
+            554,
+            "5.6.0",
+            format!(
+                "Header field name `{}` is followed by white space before the colon; write `{}:`",
+                f.name().trim_end(),
+                f.name().trim_end()
+            ),
+        ));
+    }
     let author = address::author(&message).map_err(|e| {
         let why = match e {
             FromError::Missing | FromError::Several(_) | FromError::SeveralAddresses(_) => {
                 "; exactly one From address is needed to choose the DKIM signing domain (DMARC)"
             }
-            FromError::Unreadable => "",
+            FromError::Syntax(_) => {
+                "; the relay signs only a From that every receiver reads the same way \
+                 (one plain mailbox, RFC 5322 without obsolete forms)"
+            }
         };
         Reply::new(550, "5.6.0", format!("{e}{why}"))
     })?;
@@ -117,6 +143,11 @@ pub fn prepare<D: SendingDomain>(
             ),
         )
     })?;
+    // Tenant binding on the names that matter: the entry whose key signs, and every other
+    // identity a receiver or SES reads from the header (Sender, Resent-*, delegate ARNs).
+    if let Some(sub) = &envelope.submitter {
+        tenant::check(sub, domain.name(), &message)?;
+    }
 
     let removed_signatures = if profile == Profile::Ses {
         // SES refuses a second DKIM-Signature (554 Duplicate header): we add exactly one.

@@ -173,7 +173,7 @@ impl Relay {
             }
             Delivery::Failed(e) => {
                 let reply = failure_reply(&e);
-                tracing::warn!(conn = client.conn_id, error = %e, "upstream delivery failed");
+                tracing::warn!(conn = client.conn_id, error = %crate::message::printable::printable(&e.to_string()), "upstream delivery failed");
                 (reply, format!("failed: {e}"))
             }
         };
@@ -188,7 +188,7 @@ impl Relay {
             mail_from = %envelope_from,
             size = outgoing.len(),
             rcpts = rcpt_count,
-            upstream = %upstream_text,
+            upstream = %crate::message::printable::printable(&upstream_text),
             ses_id = %ses_id,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "message relayed"

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::verdict::{DkimOutcome, DkimVerdict, Verdict};
+use crate::message::printable::{json_safe, printable, printable_text};
 
 /// A mailbox-simulator recipient and what happened to it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -176,10 +177,13 @@ pub fn format_table(records: &[Record]) -> String {
         .iter()
         .map(|r| {
             [
-                r.id.clone(),
-                cut(r.header_from.as_deref().unwrap_or(&r.mail_from), 40),
-                cut(&r.recipients.join(","), 40),
-                cut(r.subject.as_deref().unwrap_or(""), 40),
+                printable(&r.id).into_owned(),
+                cut(
+                    &printable(r.header_from.as_deref().unwrap_or(&r.mail_from)),
+                    40,
+                ),
+                cut(&printable(&r.recipients.join(",")), 40),
+                cut(&printable(r.subject.as_deref().unwrap_or("")), 40),
                 auth_summary(&r.verdict),
             ]
         })
@@ -217,9 +221,33 @@ pub fn format_json(records: &[Record]) -> String {
     serde_json::to_string_pretty(records).unwrap_or_else(|_| "[]".into())
 }
 
-/// One record for humans: the metadata, the verdict, then the delivered message.
+/// One record for humans: the metadata, the verdict, then the delivered message. Every text
+/// that came from a client or a message is escaped ([`printable`]).
 pub fn format_show(record: &Record, eml: &[u8]) -> String {
     let mut out = String::new();
+    let r = record;
+    let esc = |s: &str| printable(s).into_owned();
+    let record = &Record {
+        id: esc(&r.id),
+        time: esc(&r.time),
+        client: esc(&r.client),
+        user: esc(&r.user),
+        mail_from: esc(&r.mail_from),
+        envelope_from: esc(&r.envelope_from),
+        recipients: r.recipients.iter().map(|s| esc(s)).collect(),
+        size: r.size,
+        mailbox_simulator: r
+            .mailbox_simulator
+            .iter()
+            .map(|o| SimOutcome {
+                recipient: esc(&o.recipient),
+                outcome: esc(&o.outcome),
+            })
+            .collect(),
+        subject: r.subject.as_deref().map(esc),
+        header_from: r.header_from.as_deref().map(esc),
+        verdict: r.verdict.clone(),
+    };
     out.push_str(&format!("id:            {}\n", record.id));
     out.push_str(&format!("time:          {}\n", record.time));
     out.push_str(&format!(
@@ -247,10 +275,12 @@ pub fn format_show(record: &Record, eml: &[u8]) -> String {
         auth_summary(&record.verdict)
     ));
     out.push_str("verdict:\n");
-    out.push_str(&serde_json::to_string_pretty(&record.verdict).unwrap_or_default());
+    out.push_str(&json_safe(
+        &serde_json::to_string_pretty(&record.verdict).unwrap_or_default(),
+    ));
     out.push('\n');
     out.push('\n');
-    out.push_str(&String::from_utf8_lossy(eml));
+    out.push_str(&printable_text(&String::from_utf8_lossy(eml)));
     out
 }
 

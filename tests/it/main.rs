@@ -9,14 +9,16 @@
 //!   one SMTP client (relay and simulator tests alike); [`support::sim`] drives the SES
 //!   simulator; [`support::dns_server`] is an authoritative DNS server on 127.0.0.1 for
 //!   `doctor` and `require_published`.
-//! - one module per area: `cli`, `doctor`, `hardening`, `keygen_dns`, `layering` (reads
+//! - one module per area: `cli`, `doctor`, `from_policy` (issue 9: From, oversigning, escaping; the
+//!   differential suite against Python), `hardening`, `keygen_dns`, `layering` (reads
 //!   `src/`: imports point down), `parsers_proptest`, `relay_e2e`, `relay_sim`, `reload`,
-//!   `sim_dkim`, `sim_interop`, `sim_smtp`.
+//!   `sim_dkim`, `sim_interop`, `sim_smtp`, `tenant` (issue 9: tenant binding).
 
 mod support;
 
 mod cli;
 mod doctor;
+mod from_policy;
 mod hardening;
 mod keygen_dns;
 mod layering;
@@ -27,3 +29,4 @@ mod reload;
 mod sim_dkim;
 mod sim_interop;
 mod sim_smtp;
+mod tenant;

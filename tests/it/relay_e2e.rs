@@ -718,8 +718,9 @@ X-Long: {long_subject}\r\n\r\nbody\r\n"
             b"From: app@example.org \r\nTo: r@example.com\r\nSubject:\r\nX-Trailing: a  \t\r\n\r\nbody  \r\n\r\n\r\n".to_vec(),
         ),
         (
-            "From with display name, comment, quoted local part",
-            b"From: \"Example, App\" (the app) <\"first.last+tag\"@example.org> (comment)\r\nTo: r@example.com\r\nSubject: display\r\n\r\nbody\r\n"
+            // Comments are refused since issue 9 (one meaning for From; see from_policy.rs).
+            "From with quoted display name and quoted local part",
+            b"From: \"Example, App\" <\"first.last+tag\"@example.org>\r\nTo: r@example.com\r\nSubject: display\r\n\r\nbody\r\n"
                 .to_vec(),
         ),
     ]

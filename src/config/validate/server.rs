@@ -311,6 +311,11 @@ pub(super) fn users(
                 Some(dom) => allowed.push(crate::users::AllowedDomain {
                     name: dom.name.clone(),
                     subdomains: dom.subdomains,
+                    carved_out: domains
+                        .values()
+                        .filter(|o| o.name.ends_with(&format!(".{}", dom.name)))
+                        .map(|o| (o.name.clone(), o.subdomains))
+                        .collect(),
                 }),
                 None => push(
                     cx,

@@ -126,6 +126,7 @@ fn user() -> Submitter {
         domains: vec![crate::users::AllowedDomain {
             name: "b.c".into(),
             subdomains: false,
+            carved_out: vec![],
         }],
     }
 }

@@ -1,5 +1,5 @@
 //! Reload under load: messages stream through the relay (in-process on 127.0.0.1:0, relaying to
-//! a scripted TLS upstream in this file) while another task rewrites the configuration —
+//! the SES simulator over implicit TLS, `support::upstream`) while another task rewrites the configuration —
 //! switching the active selector, interleaving broken configurations and broken keys — and
 //! reloads again and again. No message may be lost or refused, each must be signed with a
 //! selector that was active when its connection was accepted, and a refused reload must change
@@ -13,84 +13,45 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::upstream::{TlsKind, Upstream, UpstreamOptions};
 use dkim_relay::config::{self, reload::Live};
 use dkim_relay::daemon;
 use dkim_relay::dkim::{Algorithm, keygen};
 use dkim_relay::dns::DnsView;
 use dkim_relay::dns::lookup::StaticLookup;
 use dkim_relay::sim::verdict::verdict;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 const T: Duration = Duration::from_secs(30);
 
-// ---- a scripted upstream: implicit TLS, AUTH, records every message -------------------------
+// ---- the upstream: the SES simulator over implicit TLS, recording every message -----------
 
-/// What the upstream received: message bytes by X-Test-Id.
-type Inbox = Arc<Mutex<HashMap<String, Vec<u8>>>>;
-
-struct Upstream {
-    addr: SocketAddr,
-    ca_pem: String,
-    inbox: Inbox,
-    /// TCP connections accepted so far.
-    connections: Arc<std::sync::atomic::AtomicUsize>,
+/// What the upstream received and accepted: message bytes by X-Test-Id.
+fn inbox(upstream: &Upstream) -> HashMap<String, Vec<u8>> {
+    upstream
+        .received()
+        .into_iter()
+        .filter(|m| m.reply.starts_with("250"))
+        .map(|m| {
+            let text = String::from_utf8_lossy(&m.data).into_owned();
+            let id = text
+                .lines()
+                .find_map(|l| l.strip_prefix("X-Test-Id: "))
+                .unwrap_or("?")
+                .trim()
+                .to_string();
+            (id, m.data)
+        })
+        .collect()
 }
 
 async fn start_upstream() -> Upstream {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &issuer)
-        .unwrap();
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let tls = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![CertificateDer::from(leaf.der().to_vec())],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
-        )
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let inbox: Inbox = Arc::default();
-    let store = Arc::clone(&inbox);
-    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = Arc::clone(&connections);
-    tokio::spawn(async move {
-        let mut next_id = 0u64;
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                continue;
-            };
-            counter.fetch_add(1, Ordering::SeqCst);
-            let acceptor = acceptor.clone();
-            let store = Arc::clone(&store);
-            next_id += 1;
-            let conn = next_id;
-            tokio::spawn(async move {
-                let Ok(Ok(tls)) = tokio::time::timeout(T, acceptor.accept(tcp)).await else {
-                    return;
-                };
-                let _ = session(tls, store, conn).await;
-            });
-        }
-    });
-    Upstream {
-        addr,
-        ca_pem: ca_cert.pem(),
-        inbox,
-        connections,
-    }
+    Upstream::start(UpstreamOptions {
+        tls: TlsKind::Implicit,
+        ..UpstreamOptions::default()
+    })
+    .await
 }
 
 async fn read_line<S: AsyncRead + Unpin>(r: &mut BufReader<S>) -> std::io::Result<String> {
@@ -103,59 +64,13 @@ async fn read_line<S: AsyncRead + Unpin>(r: &mut BufReader<S>) -> std::io::Resul
     }
 }
 
-async fn session<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: S,
-    inbox: Inbox,
-    conn: u64,
-) -> std::io::Result<()> {
-    let mut s = BufReader::new(stream);
-    s.get_mut()
-        .write_all(b"220 upstream ESMTP test\r\n")
-        .await?;
-    let mut n = 0;
-    loop {
-        let line = read_line(&mut s).await?;
-        let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
-        let reply: String = match verb.as_str() {
-            "EHLO" => "250-upstream\r\n250 AUTH PLAIN LOGIN\r\n".into(),
-            "AUTH" => "235 Authentication successful.\r\n".into(),
-            "DATA" => {
-                s.get_mut().write_all(b"354 go ahead\r\n").await?;
-                let mut msg = Vec::new();
-                loop {
-                    let l = read_line(&mut s).await?;
-                    if l == ".\r\n" {
-                        break;
-                    }
-                    let l = l.strip_prefix('.').unwrap_or(&l);
-                    msg.extend_from_slice(l.as_bytes());
-                }
-                let text = String::from_utf8_lossy(&msg).into_owned();
-                let id = text
-                    .lines()
-                    .find_map(|l| l.strip_prefix("X-Test-Id: "))
-                    .unwrap_or("?")
-                    .trim()
-                    .to_string();
-                inbox.lock().unwrap().insert(id, msg);
-                n += 1;
-                format!("250 Ok 0100-{conn}-{n}-000000\r\n")
-            }
-            "QUIT" => {
-                s.get_mut().write_all(b"221 Bye\r\n").await?;
-                return Ok(());
-            }
-            _ => "250 Ok\r\n".into(),
-        };
-        s.get_mut().write_all(reply.as_bytes()).await?;
-    }
-}
-
 // ---- the relay, its configuration and keys --------------------------------------------------
 
 struct Files {
     dir: tempfile::TempDir,
     upstream: SocketAddr,
+    user: String,
+    password: String,
 }
 
 impl Files {
@@ -177,6 +92,8 @@ impl Files {
         Files {
             dir,
             upstream: upstream.addr,
+            user: upstream.user.clone(),
+            password: upstream.password.clone(),
         }
     }
 
@@ -189,12 +106,14 @@ impl Files {
     fn text(&self, sign: &str, extra_selector: Option<(&str, &str)>, top: &str) -> String {
         let mut t = format!(
             "{top}\n[server]\nlisten = \"127.0.0.1:0\"\n[upstream]\nhost = \"127.0.0.1\"\nport = {}\n\
-             tls = \"implicit\"\nca_file = \"ca.pem\"\nusername = \"AKIATEST\"\npassword = \"secret\"\n\
+             tls = \"implicit\"\nca_file = \"ca.pem\"\nusername = \"{}\"\npassword = \"{}\"\n\
              pool_size = 4\n\
              [domains.\"example.org\"]\nmail_from = \"mail.example.org\"\nsign = [\"{sign}\"]\n\
              [domains.\"example.org\".selectors.sa]\nalgorithm = \"rsa-sha256\"\nkey_file = \"sa.pem\"\n\
              [domains.\"example.org\".selectors.sb]\nalgorithm = \"rsa-sha256\"\nkey_file = \"sb.pem\"\n",
-            self.upstream.port()
+            self.upstream.port(),
+            self.user,
+            self.password
         );
         if let Some((sel, file)) = extra_selector {
             t.push_str(&format!(
@@ -436,12 +355,12 @@ async fn reloads_under_load_lose_nothing_and_sign_with_the_accepted_selector() {
         "{good} good, {refused} refused reloads"
     );
 
-    let inbox = upstream.inbox.lock().unwrap().clone();
+    let inbox = inbox(&upstream);
     assert_eq!(results.len(), CLIENTS * PER_CLIENT);
     let mut seen = HashMap::new();
     for (id, code, text, allowed) in &results {
         assert_eq!(*code, 250, "message {id} refused: {text}");
-        assert!(text.starts_with("250 Ok 0100-"), "{text}");
+        assert!(text.starts_with("250 Ok 0100"), "{text}");
         let msg = inbox.get(id).unwrap_or_else(|| panic!("message {id} lost"));
         let s = selector_of(msg);
         assert!(
@@ -464,7 +383,7 @@ async fn reloads_under_load_lose_nothing_and_sign_with_the_accepted_selector() {
     assert_eq!(seen.len(), 2, "{seen:?}");
     // The upstream settings never changed, so reloads kept the pool: connections were reused
     // (at most pool_size at a time, each for up to 50 messages) instead of one per message.
-    let upstream_connections = upstream.connections.load(Ordering::SeqCst);
+    let upstream_connections = upstream.connections();
     assert!(
         upstream_connections <= CLIENTS * PER_CLIENT / 4,
         "{upstream_connections} upstream connections for {} messages",
@@ -501,7 +420,7 @@ async fn broken_config_or_key_on_reload_changes_nothing() {
     // The relay still signs with the key it loaded before.
     let (code, text) = send_message(relay.addr, "k1", async {}).await;
     assert_eq!(code, 250, "{text}");
-    assert_eq!(selector_of(&upstream.inbox.lock().unwrap()["k1"]), "sa");
+    assert_eq!(selector_of(&inbox(&upstream)["k1"]), "sa");
 
     std::fs::write(&sa, good_key).unwrap();
     relay.live.reload_checked().await.unwrap();
@@ -540,7 +459,7 @@ async fn require_published_keeps_the_old_selector_until_dns_matches() {
     );
     let (code, _) = send_message(relay.addr, "p1", async {}).await;
     assert_eq!(code, 250);
-    assert_eq!(selector_of(&upstream.inbox.lock().unwrap()["p1"]), "sa");
+    assert_eq!(selector_of(&inbox(&upstream)["p1"]), "sa");
 
     // The synchronous reload cannot ask DNS: it also keeps sa.
     let s = relay.live.reload().unwrap();
@@ -580,7 +499,7 @@ async fn require_published_keeps_the_old_selector_until_dns_matches() {
     );
     let (code, _) = send_message(relay.addr, "p2", async {}).await;
     assert_eq!(code, 250);
-    assert_eq!(selector_of(&upstream.inbox.lock().unwrap()["p2"]), "sb");
+    assert_eq!(selector_of(&inbox(&upstream)["p2"]), "sb");
     relay.stop().await;
 }
 
@@ -717,7 +636,7 @@ async fn sighup_reloads_the_running_binary() {
     wait_for("the running configuration stays in force").await;
     assert_eq!(send_message(addr, "h4", async {}).await.0, 250);
 
-    let inbox = upstream.inbox.lock().unwrap().clone();
+    let inbox = inbox(&upstream);
     assert_eq!(selector_of(&inbox["h1"]), "sa");
     assert_eq!(selector_of(&inbox["h2"]), "sb");
     assert_eq!(selector_of(&inbox["h3"]), "sb");
@@ -785,7 +704,7 @@ async fn reload_that_changes_listen_is_refused_and_keeps_the_running_config() {
     // Mail still flows, signed with the running selector.
     let (code, text) = send_message(relay.addr, "l1", async {}).await;
     assert_eq!(code, 250, "{text}");
-    assert_eq!(selector_of(&upstream.inbox.lock().unwrap()["l1"]), "sa");
+    assert_eq!(selector_of(&inbox(&upstream)["l1"]), "sa");
 
     // Back to the running listen address: the reload applies.
     files.write(&files.text("sb", None, ""));
@@ -847,7 +766,7 @@ async fn reload_that_flips_the_simulator_switch_is_refused_and_mail_still_flows(
     // Mail still flows to the simulator (not one 451).
     let (code, text) = send_message(addr, "s2", async {}).await;
     assert_eq!(code, 250, "{text}");
-    assert!(upstream.inbox.lock().unwrap().is_empty());
+    assert!(inbox(&upstream).is_empty());
 
     // An unrelated change is applied, and the reloaded snapshot keeps the simulator's endpoint.
     files.write(&sim_text("eu-west-1").replace("[server]\n", "[server]\nmax_recipients = 7\n"));
@@ -885,7 +804,10 @@ async fn watch_reloads_when_the_password_file_or_listener_certificate_changes() 
     let top = "[reload]\nwatch = true\nwatch_interval_secs = 1";
     let text = files
         .text("sa", None, top)
-        .replace("password = \"secret\"", "password_file = \"pw.txt\"")
+        .replace(
+            &format!("password = \"{}\"", files.password),
+            "password_file = \"pw.txt\"",
+        )
         .replace(
             "[upstream]",
             "[server.tls]\ncert_file = \"cert.pem\"\nkey_file = \"key.pem\"\n[upstream]",

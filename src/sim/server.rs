@@ -367,6 +367,7 @@ fn shell_settings(s: &SimSettings, acceptor: TlsAcceptor) -> server::Settings {
         command_timeout_is_idle: true,
         data_timeout: s.idle_timeout,
         data_total_timeout: None,
+        min_data_rate: None,
         session_timeout: None,
         write_timeout: WRITE_TIMEOUT,
         reply_delay: s.faults.latency,
@@ -477,7 +478,9 @@ impl server::Handler for SimHandler {
     fn notice(&mut self, notice: Notice) -> Option<Reply> {
         match notice {
             Notice::TooManyConnections => Some(session::too_many_connections()),
-            Notice::CommandTimeout | Notice::DataTimeout => Some(session::idle_timeout()),
+            Notice::CommandTimeout | Notice::DataTimeout | Notice::DataTooSlow => {
+                Some(session::idle_timeout())
+            }
             // SES has no greeting delay; at shutdown an idle session just closes.
             Notice::Pregreet | Notice::ShuttingDown => None,
         }

@@ -9,7 +9,7 @@
 //!   one SMTP client (relay and simulator tests alike); [`support::sim`] drives the SES
 //!   simulator; [`support::dns_server`] is an authoritative DNS server on 127.0.0.1 for
 //!   `doctor` and `require_published`.
-//! - one module per area: `cli`, `doctor`, `hardening`, `hardening2` (issue 13), `keygen_dns`, `layering` (reads
+//! - one module per area: `cli`, `doctor`, `hardening`, `hardening2` and `hardening_config` (issue 13), `keygen_dns`, `layering` (reads
 //!   `src/`: imports point down), `parsers_proptest`, `relay_e2e`, `relay_sim`, `reload`,
 //!   `sim_dkim`, `sim_interop`, `sim_smtp`.
 
@@ -19,6 +19,7 @@ mod cli;
 mod doctor;
 mod hardening;
 mod hardening2;
+mod hardening_config;
 mod keygen_dns;
 mod layering;
 mod parsers_proptest;

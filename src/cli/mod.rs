@@ -295,9 +295,7 @@ pub fn keygen(domain: &str, selector: &str, algorithm: &str, bits: u32, dir: &Pa
         comment: Some(format!("{algorithm} key {selector} for {domain}")),
     };
     eprintln!("wrote {} (mode 0600)", path.display());
-    outln!(
-        "; Publish this record, then check it with `dkim-relay doctor` before signing with it:"
-    );
+    outln!("; Publish this record, then check it with `dkim-relay doctor` before signing with it:");
     out!("{}", crate::dns::format_zone(std::slice::from_ref(&record)));
     outln!();
     outln!("# Add to the configuration (and to sign = [...] once the record is live):");

@@ -179,7 +179,8 @@ pub trait Handler: Send + Sync + 'static {
     /// One command line (CRLF removed) or a framing error in reading it.
     fn command(&mut self, line: Result<Vec<u8>, LineError>) -> impl Future<Output = Action> + Send;
     /// The process-wide bytes-in-flight budget this connection's DATA counts against (`None`:
-    /// unbounded). The shell grows a reservation as DATA is stored and holds it until
+    /// unbounded). The shell grows a reservation as DATA is stored — by the reader's buffer
+    /// capacity, what is really allocated, not just the bytes kept — and holds it until
     /// [`Handler::data`] has answered; a DATA that would exceed it is read to its end, not
     /// stored, and handed over as `Err(DataError::OverBudget)` (the relay answers `452 4.3.1`).
     fn budget(&self) -> Option<&ByteBudget> {

@@ -495,10 +495,26 @@ mod tests {
 
     #[test]
     fn local_part_syntax() {
-        for ok in ["a", "a.b", "a+tag", "\"john doe\"", "\"a\\\"b\"", "\"a..b\""] {
+        for ok in [
+            "a",
+            "a.b",
+            "a+tag",
+            "\"john doe\"",
+            "\"a\\\"b\"",
+            "\"a..b\"",
+        ] {
             assert!(valid_local_part(ok), "{ok}");
         }
-        for bad in ["a..b", ".a", "a.", "\u{e9}t\u{e9}", "\"a\u{e9}\"", "\"a", "\"a\\\"", ""] {
+        for bad in [
+            "a..b",
+            ".a",
+            "a.",
+            "\u{e9}t\u{e9}",
+            "\"a\u{e9}\"",
+            "\"a",
+            "\"a\\\"",
+            "",
+        ] {
             assert!(!valid_local_part(bad), "{bad}");
         }
     }

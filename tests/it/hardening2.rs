@@ -40,15 +40,15 @@ struct Staging {
     _dir: tempfile::TempDir,
     outbox: PathBuf,
     addr: SocketAddr,
-    running: daemon::Running,
+    /// Kept alive for the test; dropping it stops the relay.
+    _running: daemon::Running,
 }
 
 /// `server` is extra `[server]` lines (TOML).
 async fn staging(server: &str) -> Staging {
     let dir = tempfile::tempdir().unwrap();
     let rsa = dir.path().join("s1.pem");
-    dkim_relay::dkim::keygen::write_private_key(&rsa, &Keys::shared().org_rsa.pkcs8_pem)
-        .unwrap();
+    dkim_relay::dkim::keygen::write_private_key(&rsa, &Keys::shared().org_rsa.pkcs8_pem).unwrap();
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n[upstream]\nsimulator = true\n\
          [simulator]\nregion = \"eu-west-1\"\noutbox = \"outbox\"\n\
@@ -65,7 +65,7 @@ async fn staging(server: &str) -> Staging {
         _dir: dir,
         outbox,
         addr: running.addrs.smtp[0],
-        running,
+        _running: running,
     }
 }
 
@@ -125,7 +125,8 @@ fn message(from: &str, subject: &str) -> Vec<u8> {
 async fn a_bare_lf_inside_a_command_line_makes_one_bad_line() {
     let st = staging("").await;
     let mut c = SmtpClient::connect(st.addr).await;
-    c.send_raw(b"NOOP\nMAIL FROM:<smuggler@example.org>\r\n").await;
+    c.send_raw(b"NOOP\nMAIL FROM:<smuggler@example.org>\r\n")
+        .await;
     let r = within("500", c.reply()).await.unwrap();
     assert_eq!(code(&r), (500, Some("5.5.2")), "{r}");
     // Nothing of the line ran: no transaction is open, and no second reply was queued.
@@ -228,7 +229,9 @@ async fn path_limits_and_rcpt_parameters() {
     let st = staging("").await;
     let mut c = SmtpClient::connect(st.addr).await;
     let long_local = "x".repeat(65);
-    let r = c.cmd(&format!("MAIL FROM:<{long_local}@example.org>")).await;
+    let r = c
+        .cmd(&format!("MAIL FROM:<{long_local}@example.org>"))
+        .await;
     assert_eq!(code(&r), (553, Some("5.1.7")), "{r}");
     // 257 octets with the brackets.
     let label = "d".repeat(60);
@@ -244,9 +247,7 @@ async fn path_limits_and_rcpt_parameters() {
     let r = c.cmd(&format!("RCPT TO:<{long_path}>")).await;
     assert_eq!(code(&r), (553, Some("5.1.3")), "{r}");
     for param in ["NOTIFY=NEVER", "ORCPT=rfc822;x@example.net", "XFOO=1"] {
-        let r = c
-            .cmd(&format!("RCPT TO:<param@example.net> {param}"))
-            .await;
+        let r = c.cmd(&format!("RCPT TO:<param@example.net> {param}")).await;
         assert_eq!(code(&r), (555, Some("5.5.4")), "{param}: {r}");
     }
     // AUTH is not advertised here (no users): the AUTH parameter is not known either.
@@ -340,7 +341,10 @@ async fn data_below_the_minimum_rate_gets_451_and_close() {
     let started = tokio::time::Instant::now();
     let trickle = tokio::spawn(async move {
         // 10 bytes a second.
-        for piece in b"From: <app@example.org>\r\n\r\nslow body\r\n".chunks(10).cycle() {
+        for piece in b"From: <app@example.org>\r\n\r\nslow body\r\n"
+            .chunks(10)
+            .cycle()
+        {
             if wr.write_all(piece).await.is_err() {
                 return;
             }
@@ -361,7 +365,11 @@ async fn data_below_the_minimum_rate_gets_451_and_close() {
     let text = String::from_utf8_lossy(&got);
     assert!(text.starts_with("451 4.4.2 "), "{text}");
     // Cut at the first window, long before data_total_timeout_secs (600 s).
-    assert!(started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(st.stored().is_empty());
 }
 
@@ -384,7 +392,9 @@ async fn failed_logins_do_not_hold_the_password_check_slots() {
         let addr = st.addr;
         bad.push(tokio::spawn(async move {
             let mut c = SmtpClient::connect(addr).await;
-            let r = c.cmd(&format!("AUTH PLAIN {}", plain("", "app", "wrong"))).await;
+            let r = c
+                .cmd(&format!("AUTH PLAIN {}", plain("", "app", "wrong")))
+                .await;
             assert_eq!(code(&r), (535, Some("5.7.8")), "{r}");
         }));
     }
@@ -392,7 +402,9 @@ async fn failed_logins_do_not_hold_the_password_check_slots() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut c = SmtpClient::connect(st.addr).await;
     let started = tokio::time::Instant::now();
-    let r = c.cmd(&format!("AUTH PLAIN {}", plain("", "app", "right"))).await;
+    let r = c
+        .cmd(&format!("AUTH PLAIN {}", plain("", "app", "right")))
+        .await;
     let waited = started.elapsed();
     assert_eq!(r.code, 235, "{r}");
     assert!(
@@ -459,7 +471,9 @@ async fn unknown_users_and_foreign_authzid_are_refused_alike() {
     ))
     .await;
     let mut c = SmtpClient::connect(st.addr).await;
-    let wrong = c.cmd(&format!("AUTH PLAIN {}", plain("", "app", "wrong"))).await;
+    let wrong = c
+        .cmd(&format!("AUTH PLAIN {}", plain("", "app", "wrong")))
+        .await;
     let unknown = c
         .cmd(&format!("AUTH PLAIN {}", plain("", "nobody", "wrong")))
         .await;
@@ -634,16 +648,26 @@ mod shell_budget {
         let seen = shared.seen.lock().unwrap().clone();
         assert_eq!(seen.len(), N);
         let held: usize = seen.iter().flatten().map(|(cap, _)| cap).sum();
-        assert!(held <= BUDGET, "buffers held at the peak: {held} > {BUDGET}");
+        assert!(
+            held <= BUDGET,
+            "buffers held at the peak: {held} > {BUDGET}"
+        );
         for s in seen.iter().flatten() {
             assert!(s.1 <= BUDGET);
         }
-        assert!(refused >= N - BUDGET / (400 * 1024), "refused only {refused}");
+        assert!(
+            refused >= N - BUDGET / (400 * 1024),
+            "refused only {refused}"
+        );
         assert!(
             seen.iter()
                 .all(|s| matches!(s, Ok(_) | Err(DataError::OverBudget)))
         );
-        assert_eq!(shared.budget.in_flight(), 0, "every reservation was given back");
+        assert_eq!(
+            shared.budget.in_flight(),
+            0,
+            "every reservation was given back"
+        );
         handle.shutdown().await;
     }
 }

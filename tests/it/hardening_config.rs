@@ -54,13 +54,42 @@ impl Dir {
 /// `config::load` on the blocking pool, bounded: a hang fails the test.
 async fn load(path: &Path) -> config::LoadResult {
     let p = path.to_path_buf();
-    tokio::time::timeout(
+    let fifos = fifos_near(path);
+    match tokio::time::timeout(
         Duration::from_secs(30),
         tokio::task::spawn_blocking(move || config::load(&p)),
     )
     .await
-    .expect("loading the configuration hung")
-    .unwrap()
+    {
+        Ok(r) => r.unwrap(),
+        Err(_) => {
+            fifos.iter().for_each(|f| unblock(f));
+            panic!("loading the configuration hung")
+        }
+    }
+}
+
+/// The FIFOs a test made beside `path`.
+fn fifos_near(path: &Path) -> Vec<PathBuf> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "fifo"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Releases a reader blocked opening `fifo` (a regression), so the test fails instead of
+/// hanging the test process at runtime shutdown.
+fn unblock(fifo: &Path) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(fifo);
 }
 
 fn errors(r: config::LoadResult) -> Vec<Diagnostic> {
@@ -111,7 +140,9 @@ async fn reload_cannot_open_the_relay_on_the_bound_listener() {
         "",
         &d.key,
     );
-    let snapshot = load(&path).await.expect("a loopback-only relay on 0.0.0.0 starts");
+    let snapshot = load(&path)
+        .await
+        .expect("a loopback-only relay on 0.0.0.0 starts");
     let w = snapshot
         .warnings
         .iter()
@@ -169,9 +200,10 @@ async fn reload_cannot_open_the_relay_on_the_bound_listener() {
 // Files
 // ---------------------------------------------------------------------------------------------
 
-/// A key file that is a FIFO, or /dev/zero, is a clear error naming the file — never a hang
-/// (before: `check`, `serve` and every reload blocked on the FIFO; /dev/zero was read until
-/// memory ran out). A configuration file that is a FIFO, the same.
+/// A key file that is a FIFO, or a device, is a clear error naming the file — never a hang
+/// (before: `check`, `serve` and every reload blocked on the FIFO, and /dev/zero was read until
+/// memory ran out; /dev/null stands for the devices here, so a regression fails instead of
+/// exhausting memory). A configuration file that is a FIFO, the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifo_and_device_files_are_errors_not_hangs() {
     let d = Dir::new();
@@ -183,10 +215,13 @@ async fn fifo_and_device_files_are_errors_not_hangs() {
     assert!(all.contains("key.fifo"), "{all}");
     assert!(all.contains("not a regular file"), "{all}");
 
-    let path = d.write("listen = \"127.0.0.1:0\"", "", Path::new("/dev/zero"));
+    let path = d.write("listen = \"127.0.0.1:0\"", "", Path::new("/dev/null"));
     let errs = errors(load(&path).await);
     let all = format!("{errs:?}");
-    assert!(all.contains("/dev/zero") && all.contains("not a regular file"), "{all}");
+    assert!(
+        all.contains("/dev/null") && all.contains("not a regular file"),
+        "{all}"
+    );
 
     let conf_fifo = d.dir.path().join("config.fifo");
     mkfifo(&conf_fifo);
@@ -209,11 +244,17 @@ async fn a_reload_naming_a_fifo_is_refused_and_does_not_block_later_reloads() {
     let fifo = d.dir.path().join("key.fifo");
     mkfifo(&fifo);
     d.write("listen = \"127.0.0.1:0\"\nmax_recipients = 7", "", &fifo);
-    let refused = tokio::time::timeout(Duration::from_secs(30), running.reload())
-        .await
-        .expect("the reload hung on a FIFO")
-        .unwrap_err();
-    assert!(format!("{refused:?}").contains("not a regular file"), "{refused:?}");
+    let refused = match tokio::time::timeout(Duration::from_secs(30), running.reload()).await {
+        Ok(r) => r.unwrap_err(),
+        Err(_) => {
+            unblock(&fifo);
+            panic!("the reload hung on a FIFO")
+        }
+    };
+    assert!(
+        format!("{refused:?}").contains("not a regular file"),
+        "{refused:?}"
+    );
     assert_eq!(running.live.snapshot().server.max_recipients, 50);
     d.write("listen = \"127.0.0.1:0\"\nmax_recipients = 7", "", &d.key);
     let ok = tokio::time::timeout(Duration::from_secs(30), running.reload())
@@ -233,7 +274,10 @@ async fn world_writable_key_or_config_is_refused() {
     assert!(load(&path).await.is_ok());
     std::fs::set_permissions(&d.key, std::fs::Permissions::from_mode(0o666)).unwrap();
     let all = format!("{:?}", errors(load(&path).await));
-    assert!(all.contains("s1.pem") && all.contains("world-writable"), "{all}");
+    assert!(
+        all.contains("s1.pem") && all.contains("world-writable"),
+        "{all}"
+    );
     std::fs::set_permissions(&d.key, std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
     let errs = errors(load(&path).await);

@@ -161,7 +161,10 @@ pub(super) fn server(cx: &mut Ctx<'_>, raw: &crate::config::raw::RawServer) -> O
         .max_auth_failures_per_ip
         .unwrap_or(default::MAX_AUTH_FAILURES_PER_IP);
     if max_auth_failures_per_ip == 0 {
-        cx.error(&["server", "max_auth_failures_per_ip"], "must be at least 1");
+        cx.error(
+            &["server", "max_auth_failures_per_ip"],
+            "must be at least 1",
+        );
     }
     let rate = cx.ranged(
         &["server", "min_data_rate"],

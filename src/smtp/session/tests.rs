@@ -199,7 +199,10 @@ fn recipients_past_the_cap_are_not_errors_and_rcpt_parameters_are_refused() {
     cmd(&mut s, "EHLO c");
     assert_eq!(code(&cmd(&mut s, "MAIL FROM:<a@b.c>")), 250);
     assert_eq!(code(&cmd(&mut s, "RCPT TO:<x@y.z> NOTIFY=NEVER")), 555);
-    assert_eq!(code(&cmd(&mut s, "RCPT TO:<x@y.z> ORCPT=rfc822;x@y.z")), 555);
+    assert_eq!(
+        code(&cmd(&mut s, "RCPT TO:<x@y.z> ORCPT=rfc822;x@y.z")),
+        555
+    );
     for _ in 0..2 {
         assert_eq!(code(&cmd(&mut s, "RCPT TO:<x@y.z>")), 250);
     }
@@ -214,9 +217,16 @@ fn recipients_past_the_cap_are_not_errors_and_rcpt_parameters_are_refused() {
 fn sender_local_part_must_be_a_dot_atom_or_quoted_string() {
     let mut s = session();
     cmd(&mut s, "EHLO c");
-    for bad in ["MAIL FROM:<a..b@c.d>", "MAIL FROM:<.a@c.d>", "MAIL FROM:<\u{e9}@c.d>"] {
+    for bad in [
+        "MAIL FROM:<a..b@c.d>",
+        "MAIL FROM:<.a@c.d>",
+        "MAIL FROM:<\u{e9}@c.d>",
+    ] {
         let a = cmd(&mut s, bad);
-        assert!(matches!(&a, Action::Reply(r) if r.code == 553 && r.enhanced() == Some("5.1.7")), "{bad}: {a:?}");
+        assert!(
+            matches!(&a, Action::Reply(r) if r.code == 553 && r.enhanced() == Some("5.1.7")),
+            "{bad}: {a:?}"
+        );
     }
     assert_eq!(code(&cmd(&mut s, "MAIL FROM:<\"a b\"@c.d>")), 250);
 }

@@ -219,7 +219,8 @@ impl DataReader {
             policy,
             max_size,
             max_header,
-            out: Vec::with_capacity(8 * 1024),
+            // Grown as the message arrives (`grow_for`), so what is held is what is counted.
+            out: Vec::new(),
             line: Vec::with_capacity(MAX_TEXT_LINE + 2),
             overlong: false,
             overlong_last: 0,
@@ -274,19 +275,19 @@ impl DataReader {
         self.size
     }
 
-    /// Bytes of memory this reader holds (its buffers' capacity, not just their contents):
-    /// what the bytes-in-flight budget must account for. The message buffer grows by at
-    /// most an eighth at a time ([`DataReader::grow_for`]), so this stays within about 12%
-    /// of the message size instead of up to twice it.
+    /// Bytes of memory the message buffer holds (its capacity, not just its contents): what
+    /// the bytes-in-flight budget must account for. It grows by at most an eighth at a time
+    /// (`grow_for`), so this stays within about 12% of the message size instead
+    /// of up to twice it. (The one-line buffer is a fixed per-connection overhead.)
     pub fn held(&self) -> usize {
-        self.out.capacity() + self.line.capacity()
+        self.out.capacity()
     }
 
     /// Makes room for `need` more bytes in the message buffer, growing it by at most an
-    /// eighth (and at least 64 KiB) instead of doubling.
+    /// eighth (and at least 4 KiB) instead of doubling.
     fn grow_for(&mut self, need: usize) {
         if self.out.capacity() - self.out.len() < need {
-            let extra = need.max(self.out.len() / 8).max(64 * 1024);
+            let extra = need.max(self.out.len() / 8).max(4 * 1024);
             self.out.reserve_exact(extra);
         }
     }

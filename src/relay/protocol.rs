@@ -360,3 +360,30 @@ impl server::Handler for RelayHandler {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Failures count per address within the window, are forgotten after it, and the table of
+    /// addresses stays bounded however many clients fail.
+    #[tokio::test(start_paused = true)]
+    async fn auth_failures_per_address_expire_and_stay_bounded() {
+        let f = AuthFailures::default();
+        let a: IpAddr = [192, 0, 2, 1].into();
+        let b: IpAddr = [192, 0, 2, 2].into();
+        for _ in 0..3 {
+            assert!(!f.blocked(a, 3));
+            f.record(a);
+        }
+        assert!(f.blocked(a, 3));
+        assert!(!f.blocked(b, 3), "another address is not affected");
+        tokio::time::advance(AUTH_FAILURE_WINDOW).await;
+        assert!(!f.blocked(a, 3), "forgotten after the window");
+
+        for i in 0..(AUTH_FAILURE_ADDRESSES as u32 + 50) {
+            f.record(IpAddr::from(i.to_be_bytes()));
+        }
+        assert!(f.lock().len() <= AUTH_FAILURE_ADDRESSES);
+    }
+}

@@ -370,35 +370,13 @@ impl<H: Handler> Conn<H> {
                 None => read_deadline,
             };
             // A shutdown does not interrupt a message being received.
-            let read = read_some(stream, chunk, deadline, None).await;
-            if let Read::Data(n) = read
-                && let Some(w) = &mut rate
-            {
-                w.bytes = w.bytes.saturating_add(n as u64);
-            }
-            if let Some(w) = &mut rate
-                && Instant::now() >= w.ends
-                && !matches!(read, Read::Eof | Read::Shutdown)
-                && (Instant::now() < read_deadline || matches!(read, Read::Data(_)))
-            {
-                if w.too_slow() {
-                    tracing::info!(
-                        conn = conn_id,
-                        client = %peer,
-                        received = reader.size(),
-                        window_bytes = w.bytes,
-                        min_bytes_per_sec = w.rate.bytes_per_sec,
-                        window_secs = w.rate.window.as_secs(),
-                        "DATA below the minimum rate; nothing relayed"
-                    );
-                    self.close_notice(stream, out, Notice::DataTooSlow).await;
-                    return false;
-                }
-                w.restart();
-            }
-            match read {
-                Read::Timeout if Instant::now() < read_deadline => continue,
+            match read_some(stream, chunk, deadline, None).await {
+                // Only the rate window ended: checked below.
+                Read::Timeout if Instant::now() < read_deadline => {}
                 Read::Data(n) => {
+                    if let Some(w) = &mut rate {
+                        w.bytes = w.bytes.saturating_add(n as u64);
+                    }
                     let (used, end) = reader.feed(&chunk[..n]);
                     held.account(&mut reader, reservation.as_mut(), conn_id, peer);
                     done = end;
@@ -425,6 +403,26 @@ impl<H: Handler> Conn<H> {
                     self.close_notice(stream, out, Notice::DataTimeout).await;
                     return false;
                 }
+            }
+            // A window is over (a message that just ended is not judged on it).
+            if !done
+                && let Some(w) = &mut rate
+                && Instant::now() >= w.ends
+            {
+                if w.too_slow() {
+                    tracing::info!(
+                        conn = conn_id,
+                        client = %peer,
+                        received = reader.size(),
+                        window_bytes = w.bytes,
+                        min_bytes_per_sec = w.rate.bytes_per_sec,
+                        window_secs = w.rate.window.as_secs(),
+                        "DATA below the minimum rate; nothing relayed"
+                    );
+                    self.close_notice(stream, out, Notice::DataTooSlow).await;
+                    return false;
+                }
+                w.restart();
             }
         }
         let size = reader.size();

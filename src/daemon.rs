@@ -186,7 +186,13 @@ pub async fn start_with(
             Mode::ImplicitTls => addrs.implicit_tls.push(a),
         }
     }
-    let mut live = Live::new(path, snapshot);
+    let bound: Vec<SocketAddr> = addrs
+        .smtp
+        .iter()
+        .chain(&addrs.implicit_tls)
+        .copied()
+        .collect();
+    let mut live = Live::new(path, snapshot).with_bound(bound);
     let simulator = match embedded {
         Some((endpoint, sim)) => {
             live = live.with_embedded(endpoint);

@@ -41,7 +41,8 @@
 //!   DNS look-ups ([`dns::lookup`]), the in-memory view, the DKIM-record rule.
 //! - **leaves** — [`allow_list`]: the client allow-list (`allow_networks`) and loopback;
 //!   [`budget`]: the bytes-in-flight budget; [`domain_name`]: the one domain normaliser and
-//!   parent walk; [`secret`]: masked secrets; [`ses_password`]: SES SMTP password derivation;
+//!   parent walk; [`regular_file`]: reading a named file safely (regular, bounded, not
+//!   world-writable); [`secret`]: masked secrets; [`ses_password`]: SES SMTP password derivation;
 //!   [`tls`]: certificates and server TLS; [`users`]: submission users and their domains.
 
 pub mod allow_list;
@@ -55,6 +56,7 @@ pub mod doctor;
 pub mod domain_name;
 pub mod message;
 
+pub mod regular_file;
 pub mod relay;
 pub mod secret;
 pub mod server;

@@ -96,6 +96,62 @@ pub fn dummy_hash() -> &'static PasswordHash {
     })
 }
 
+/// A hash of a random password with the same algorithm and cost parameters as `like` (argon2
+/// variant, version, memory, iterations, lanes; bcrypt cost), made once per parameter set and
+/// kept: checking an unknown user against it costs what checking `like`'s user costs, so a
+/// failed login takes the same time whether or not the name exists — even when the
+/// configured hashes are bcrypt or argon2 with non-default parameters.
+pub fn dummy_like(like: &PasswordHash) -> PasswordHash {
+    static CACHE: std::sync::Mutex<Vec<(String, PasswordHash)>> = std::sync::Mutex::new(Vec::new());
+    let kind = like.kind();
+    let mut cache = match CACHE.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    if let Some((_, h)) = cache.iter().find(|(k, _)| *k == kind) {
+        return h.clone();
+    }
+    let random: [u8; 16] = rand::random();
+    let made = if like.0.starts_with("$argon2") {
+        PhcHash::new(&like.0).ok().and_then(|phc| {
+            let params = argon2::Params::try_from(&phc).ok()?;
+            let algorithm = argon2::Algorithm::new(phc.algorithm.as_str()).ok()?;
+            let version = match phc.version {
+                Some(v) => argon2::Version::try_from(v).ok()?,
+                None => argon2::Version::default(),
+            };
+            let salt = SaltString::generate(&mut OsRng);
+            Argon2::new(algorithm, version, params)
+                .hash_password(&random, &salt)
+                .ok()
+                .map(|h| PasswordHash(h.to_string()))
+        })
+    } else {
+        like.0
+            .get(4..6)
+            .and_then(|c| c.parse::<u32>().ok())
+            .and_then(|cost| bcrypt::hash(random, cost).ok())
+            .map(PasswordHash)
+    };
+    let made = made.unwrap_or_else(|| dummy_hash().clone());
+    if cache.len() < 16 {
+        cache.push((kind, made.clone()));
+    }
+    made
+}
+
+impl PasswordHash {
+    /// The algorithm and cost part of the hash (no salt, no digest): what its check costs.
+    fn kind(&self) -> String {
+        if self.0.starts_with("$argon2") {
+            // `$argon2id$v=19$m=…,t=…,p=…$salt$hash`: the first three fields.
+            self.0.split('$').take(4).collect::<Vec<_>>().join("$")
+        } else {
+            self.0.chars().take(7).collect()
+        }
+    }
+}
+
 /// One domain a user may send as: the configured sending domain, and whether that domain's
 /// entry accepts subdomains (`[domains."…"] subdomains = true`).
 ///
@@ -165,7 +221,8 @@ impl Submitter {
 }
 
 /// Checks `name`/`password` against the users; the [`Submitter`] on success. Runs the same
-/// hash work for an unknown user. CPU-bound: call from a blocking context.
+/// hash work for an unknown user: a check against [`dummy_like`] the first user's hash.
+/// CPU-bound: call from a blocking context.
 pub fn authenticate(users: &[User], name: &str, password: &[u8]) -> Option<Submitter> {
     match users.iter().find(|u| u.name == name) {
         Some(u) => u.hash.verify(password).then(|| Submitter {
@@ -173,7 +230,14 @@ pub fn authenticate(users: &[User], name: &str, password: &[u8]) -> Option<Submi
             domains: u.domains.clone(),
         }),
         None => {
-            let _ = dummy_hash().verify(password);
+            match users.first() {
+                Some(u) => {
+                    let _ = dummy_like(&u.hash).verify(password);
+                }
+                None => {
+                    let _ = dummy_hash().verify(password);
+                }
+            }
             None
         }
     }
@@ -202,6 +266,28 @@ mod tests {
         let p = PasswordHash::parse(&h).unwrap();
         assert!(p.verify(b"pw"));
         assert!(!p.verify(b"pw2"));
+    }
+
+    #[test]
+    fn unknown_users_are_checked_against_a_hash_of_the_same_kind() {
+        let b = PasswordHash::parse(&bcrypt::hash("pw", 5).unwrap()).unwrap();
+        let d = dummy_like(&b);
+        assert!(d.0.starts_with("$2b$05$"), "{}", d.0);
+        assert_ne!(d.0, b.0);
+        assert!(!d.verify(b"pw"));
+        let salt = SaltString::generate(&mut OsRng);
+        let light = Argon2::new(
+            argon2::Algorithm::Argon2id,
+            argon2::Version::V0x13,
+            argon2::Params::new(1024, 3, 1, None).unwrap(),
+        )
+        .hash_password(b"pw", &salt)
+        .unwrap()
+        .to_string();
+        let a = PasswordHash::parse(&light).unwrap();
+        let d = dummy_like(&a);
+        assert!(d.0.starts_with("$argon2id$v=19$m=1024,t=3,p=1$"), "{}", d.0);
+        assert_eq!(dummy_like(&a), d, "made once per parameter set");
     }
 
     #[test]

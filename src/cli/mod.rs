@@ -7,6 +7,45 @@ use std::process::ExitCode;
 
 use crate::config::{self, Diagnostic, Severity};
 
+/// `print!` for the subcommands, through [`write_stdout`]: a closed stdout ends the process
+/// quietly instead of panicking.
+macro_rules! out {
+    ($($t:tt)*) => { $crate::cli::write_stdout(format_args!($($t)*), false) };
+}
+
+/// `println!` for the subcommands, through [`write_stdout`].
+macro_rules! outln {
+    () => { $crate::cli::write_stdout(format_args!(""), true) };
+    ($($t:tt)*) => { $crate::cli::write_stdout(format_args!($($t)*), true) };
+}
+
+/// The exit status of a command whose output was closed under it (`dkim-relay dns | head`):
+/// 128 + SIGPIPE, what a shell reports for a tool killed by the signal.
+pub const CLOSED_STDOUT_STATUS: i32 = 141;
+
+/// Writes to stdout (and flushes). `println!` panics when stdout is a pipe whose reader has
+/// gone (Rust ignores SIGPIPE, so the write fails with `EPIPE`); here that ends the process
+/// at once, quietly, with [`CLOSED_STDOUT_STATUS`] — the reader wanted no more. Any other
+/// write error is reported on stderr, exit status 1.
+pub fn write_stdout(args: std::fmt::Arguments<'_>, newline: bool) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    let r = o
+        .write_fmt(args)
+        .and_then(|()| if newline { o.write_all(b"\n") } else { Ok(()) })
+        .and_then(|()| o.flush());
+    match r {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            std::process::exit(CLOSED_STDOUT_STATUS)
+        }
+        Err(e) => {
+            eprintln!("error: cannot write to stdout: {e}");
+            std::process::exit(1)
+        }
+    }
+}
+
 pub mod outbox;
 pub mod serve;
 
@@ -88,7 +127,7 @@ pub fn check(path: &Path) -> ExitCode {
     match loaded {
         Ok(snapshot) => {
             print_diagnostics(&snapshot.warnings);
-            print!("{}", snapshot.describe());
+            out!("{}", snapshot.describe());
             eprintln!(
                 "{}: configuration is valid ({} domain(s), {} warning(s))",
                 path.display(),
@@ -146,7 +185,7 @@ pub fn doctor(path: &Path, nameserver: Option<std::net::SocketAddr>) -> ExitCode
         std::time::SystemTime::now(),
     ));
     for c in &checks {
-        println!("{c}");
+        outln!("{c}");
     }
     let count = |s: crate::doctor::Status| checks.iter().filter(|c| c.status == s).count();
     eprintln!(
@@ -184,7 +223,7 @@ pub fn smtp_password(region: &str) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
-    println!("{}", crate::ses_password::smtp_password_v4(secret, region));
+    outln!("{}", crate::ses_password::smtp_password_v4(secret, region));
     ExitCode::SUCCESS
 }
 
@@ -204,7 +243,7 @@ pub fn hash_password() -> ExitCode {
     }
     match crate::users::hash_password(password.as_bytes()) {
         Ok(h) => {
-            println!("{h}");
+            outln!("{h}");
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -256,15 +295,13 @@ pub fn keygen(domain: &str, selector: &str, algorithm: &str, bits: u32, dir: &Pa
         comment: Some(format!("{algorithm} key {selector} for {domain}")),
     };
     eprintln!("wrote {} (mode 0600)", path.display());
-    println!(
-        "; Publish this record, then check it with `dkim-relay doctor` before signing with it:"
-    );
-    print!("{}", crate::dns::format_zone(std::slice::from_ref(&record)));
-    println!();
-    println!("# Add to the configuration (and to sign = [...] once the record is live):");
-    println!("[domains.\"{domain}\".selectors.{selector}]");
-    println!("algorithm = \"{algorithm}\"");
-    println!("key_file = \"{}\"", path.display());
+    outln!("; Publish this record, then check it with `dkim-relay doctor` before signing with it:");
+    out!("{}", crate::dns::format_zone(std::slice::from_ref(&record)));
+    outln!();
+    outln!("# Add to the configuration (and to sign = [...] once the record is live):");
+    outln!("[domains.\"{domain}\".selectors.{selector}]");
+    outln!("algorithm = \"{algorithm}\"");
+    outln!("key_file = \"{}\"", path.display());
     ExitCode::SUCCESS
 }
 
@@ -283,9 +320,9 @@ pub fn dns(path: &Path, format: &str) -> ExitCode {
         "json" => crate::dns::format_json(&records),
         _ => crate::dns::format_zone(&records),
     };
-    print!("{text}");
+    out!("{text}");
     if !text.ends_with('\n') {
-        println!();
+        outln!();
     }
     ExitCode::SUCCESS
 }
@@ -323,9 +360,9 @@ pub fn records_for(snapshot: &config::Snapshot) -> Vec<crate::dns::Record> {
 fn print_or_fail(result: anyhow::Result<String>) -> ExitCode {
     match result {
         Ok(text) => {
-            print!("{text}");
+            out!("{text}");
             if !text.is_empty() && !text.ends_with('\n') {
-                println!();
+                outln!();
             }
             ExitCode::SUCCESS
         }

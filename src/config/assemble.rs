@@ -38,6 +38,7 @@ pub fn shell_settings(s: &Server) -> ShellSettings {
         command_timeout_is_idle: false,
         data_timeout: s.data_timeout,
         data_total_timeout: Some(s.data_total_timeout),
+        min_data_rate: s.min_data_rate,
         session_timeout: Some(s.session_timeout),
         write_timeout: WRITE_TIMEOUT,
         reply_delay: Duration::ZERO,
@@ -59,6 +60,7 @@ pub fn relay_settings(snapshot: &Snapshot) -> Settings {
             max_auth_failures: s.max_auth_failures,
             auth_plaintext_loopback: s.auth_plaintext_loopback,
             auth_failure_delay: s.auth_failure_delay,
+            max_auth_failures_per_ip: s.max_auth_failures_per_ip,
         },
         domains: snapshot.domains.clone(),
         upstream: UpstreamSettings {

@@ -79,6 +79,20 @@ pub mod server {
     };
     pub const AUTH_PLAINTEXT_LOOPBACK: bool = false;
     pub const MAX_AUTH_FAILURES: u32 = 3;
+    /// Failed AUTH attempts per client address within `AUTH_FAILURE_WINDOW_SECS`, over all its
+    /// connections: a guesser cannot reconnect around `max_auth_failures`.
+    /// (The window is `relay::protocol::AUTH_FAILURE_WINDOW`, 15 minutes.)
+    pub const MAX_AUTH_FAILURES_PER_IP: u32 = 10;
+    /// Bytes per second DATA must average over each window. 1 KiB/s is far below any real
+    /// client, and a trickle under it holds a connection for a window, not for
+    /// `data_total_timeout_secs`. 0 turns the floor off.
+    pub const MIN_DATA_RATE: Range = Range {
+        default: 1024,
+        min: 0,
+        max: 1 << 30,
+        unit: "bytes per second",
+    };
+    pub const MIN_DATA_RATE_WINDOW_SECS: Range = Range::secs(30, 3600);
     /// `[server.tls] handshake_timeout_secs`.
     pub const TLS_HANDSHAKE_TIMEOUT_SECS: Range = Range::secs(10, 300);
 }
@@ -136,6 +150,12 @@ pub mod domains {
     pub const ENVELOPE_LOCAL_PART: &str = "keep";
     pub const NULL_SENDER_LOCAL_PART: &str = "bounce";
     pub const SUBDOMAINS: bool = false;
+    /// `expiration_secs` (the DKIM `x=` tag, RFC 6376 §3.5): at most a year — `x=` is a
+    /// timestamp, and a huge value would wrap and make every signature born expired.
+    pub const EXPIRATION_SECS_MAX: u64 = 365 * 86_400;
+    /// Under this, a warning: a message retried by a receiver or delayed in a queue may
+    /// arrive with its signature already expired.
+    pub const EXPIRATION_SECS_WARN: u64 = 86_400;
 }
 
 /// Every default as `config.toml.example` writes it: (table, key, value).
@@ -218,6 +238,17 @@ pub fn documented() -> Vec<(&'static str, &'static str, String)> {
             "server",
             "max_auth_failures",
             server::MAX_AUTH_FAILURES.to_string(),
+        ),
+        (
+            "server",
+            "max_auth_failures_per_ip",
+            server::MAX_AUTH_FAILURES_PER_IP.to_string(),
+        ),
+        ("server", "min_data_rate", d(server::MIN_DATA_RATE)),
+        (
+            "server",
+            "min_data_rate_window_secs",
+            d(server::MIN_DATA_RATE_WINDOW_SECS),
         ),
         ("upstream", "profile", q(upstream::PROFILE)),
         ("upstream", "pool_size", d(upstream::POOL_SIZE)),

@@ -63,6 +63,17 @@ impl Snapshot {
             s.auth_failure_delay.as_millis(),
             s.max_auth_failures
         ));
+        let (rate, window) = s
+            .min_data_rate
+            .map(|r| (r.bytes_per_sec, r.window.as_secs()))
+            .unwrap_or((0, defaults::server::MIN_DATA_RATE_WINDOW_SECS.default));
+        out.push_str(&format!(
+            "max_auth_failures_per_ip = {}
+min_data_rate = {rate}
+min_data_rate_window_secs = {window}
+",
+            s.max_auth_failures_per_ip
+        ));
         if let Some(t) = &s.tls {
             out.push_str(&format!(
                 "[server.tls]\ncert_file = \"{}\"\nkey_file = \"********\"\nimplicit_listen = [{}]\nhandshake_timeout_secs = {}\n",

@@ -107,6 +107,10 @@ pub struct Server {
     pub auth_plaintext_loopback: bool,
     pub auth_failure_delay: Duration,
     pub max_auth_failures: u32,
+    /// Failed AUTH attempts per client address per window (all its connections).
+    pub max_auth_failures_per_ip: u32,
+    /// DATA must bring at least this many bytes per second over each window (`None`: no floor).
+    pub min_data_rate: Option<crate::server::DataRate>,
     /// The listener's TLS (STARTTLS and implicit listeners); `None` when not configured.
     pub tls: Option<ServerTls>,
     pub users: Vec<crate::users::User>,
@@ -183,7 +187,9 @@ pub type LoadResult = Result<Snapshot, Vec<Diagnostic>>;
 
 /// Reads, parses, validates and resolves a configuration file, loading every key.
 pub fn load(path: &Path) -> LoadResult {
-    let text = match std::fs::read_to_string(path) {
+    // Only a regular, bounded, not world-writable file (`regular_file`): a FIFO or a device
+    // here must not hang `check`, `serve` or a reload.
+    let text = match crate::regular_file::read_to_string(path) {
         Ok(t) => t,
         Err(e) => {
             let hint = if e.kind() == std::io::ErrorKind::NotFound {

@@ -93,6 +93,13 @@ pub struct RawServer {
     pub auth_failure_delay_ms: Option<u64>,
     /// Failed AUTH attempts allowed per session before 421 and close.
     pub max_auth_failures: Option<u32>,
+    /// Failed AUTH attempts allowed per client address (all its connections) in
+    /// `relay::protocol::AUTH_FAILURE_WINDOW`, after which AUTH from it is refused for the rest of the window.
+    pub max_auth_failures_per_ip: Option<u32>,
+    /// The least DATA rate in bytes per second (0: no floor), measured per window.
+    pub min_data_rate: Option<u64>,
+    /// The window over which `min_data_rate` is measured.
+    pub min_data_rate_window_secs: Option<u64>,
     pub tls: Option<RawServerTls>,
     #[serde(default)]
     pub users: Vec<RawUser>,

@@ -34,6 +34,9 @@ pub struct Live {
     lookup: Option<Arc<dyn Lookup>>,
     /// The embedded simulator's endpoint, resolved once when it started.
     embedded: Option<Endpoint>,
+    /// The addresses the relay actually listens on (a reload cannot move them): the open-relay
+    /// guard is evaluated against these on every reload.
+    bound: Vec<std::net::SocketAddr>,
     /// The relay's settings built from the snapshot in force (sent under the write lock, so
     /// they follow the snapshots' order).
     relay: Arc<tokio::sync::watch::Sender<Arc<relay::Settings>>>,
@@ -59,6 +62,7 @@ impl Live {
             serial: Arc::new(tokio::sync::Mutex::new(())),
             lookup: None,
             embedded: None,
+            bound: Vec::new(),
         }
     }
 
@@ -81,9 +85,34 @@ impl Live {
         self
     }
 
-    /// Refuses a fresh snapshot that changes a restart-only setting; otherwise gives it the
-    /// embedded simulator's endpoint.
+    /// Records the addresses the listeners are bound to (call at start, before sharing).
+    pub fn with_bound(mut self, addrs: Vec<std::net::SocketAddr>) -> Self {
+        self.bound = addrs;
+        self
+    }
+
+    /// Refuses a fresh snapshot that would make the running listeners an open relay, or that
+    /// changes a restart-only setting; otherwise gives it the embedded simulator's endpoint.
     fn admit(&self, fresh: &mut Snapshot) -> Result<(), Vec<Diagnostic>> {
+        // The guard against what is really bound, whatever the new file says about listeners:
+        // `listen = "127.0.0.1:…"` in a reload does not move a socket bound elsewhere.
+        if super::validate::open_relay(&self.bound, &fresh.server) {
+            return Err(vec![Diagnostic {
+                severity: super::Severity::Error,
+                file: fresh.source.clone(),
+                line: None,
+                key: "server.allow_networks".into(),
+                message: format!(
+                    "{} (the running listeners: {})",
+                    super::validate::OPEN_RELAY,
+                    self.bound
+                        .iter()
+                        .map(|a| a.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }]);
+        }
         let refused = super::restart::changes_needing_restart(&self.snapshot(), fresh);
         if !refused.is_empty() {
             return Err(refused);

@@ -81,7 +81,9 @@ impl<'a> Ctx<'a> {
     /// recorded, so the watcher sees every file a snapshot was built from.
     fn read(&mut self, p: &Path) -> std::io::Result<Vec<u8>> {
         self.depends_on(p);
-        std::fs::read(p)
+        // Only regular files of bounded size, not world-writable: a FIFO or /dev/zero named
+        // here is an error naming the key, never a hang (`regular_file`).
+        crate::regular_file::read(p)
     }
     /// The one range check: `value` (or the default) within the inclusive bounds of `range`;
     /// outside them, an error naming the bounds, and the value clamped so loading goes on.
@@ -114,6 +116,22 @@ fn dotted(path: &[&str]) -> String {
         })
         .collect::<Vec<_>>()
         .join(".")
+}
+
+/// The open-relay refusal, naming what to change.
+pub(super) const OPEN_RELAY: &str = "listening on a non-loopback address while non-loopback \
+    clients may submit without authentication, and no [[server.users]] exist: this would be an \
+    open signing relay. Restrict allow_networks to loopback, add users, or listen on loopback only";
+
+/// The open-relay guard: a non-loopback listener is fine when only loopback clients may submit
+/// unauthenticated, or when users exist (they must authenticate, over TLS). Otherwise anything
+/// that can reach the port could send mail signed for our domains. `listening` is what the
+/// relay listens on: the configured addresses when loading, the addresses actually bound
+/// when a reload is checked (`reload::Live`), since a reload cannot move a listener.
+pub(super) fn open_relay(listening: &[std::net::SocketAddr], server: &Server) -> bool {
+    let public = listening.iter().any(|a| !a.ip().is_loopback());
+    let loopback_only = server.allow_networks.iter().all(|n| n.is_loopback());
+    public && !loopback_only && server.users.is_empty()
 }
 
 pub(super) fn resolve(file: &Path, text: &str, raw: RawConfig) -> LoadResult {
@@ -158,22 +176,24 @@ pub(super) fn resolve(file: &Path, text: &str, raw: RawConfig) -> LoadResult {
     let mut server = server;
     if let Some(server) = &mut server {
         server.users = users(&mut cx, &raw.server.users, &domains);
-        // Open relay guard: a non-loopback listener is fine when only loopback clients may
-        // submit unauthenticated, or when users exist (they must authenticate, over TLS).
-        // Otherwise anything that can reach the port could send mail signed for our domains.
-        let public = server
+        let addrs: Vec<std::net::SocketAddr> = server
             .listen
             .iter()
             .chain(server.tls.iter().flat_map(|t| t.implicit_listen.iter()))
-            .any(|a| !a.ip().is_loopback());
+            .copied()
+            .collect();
+        if open_relay(&addrs, server) {
+            cx.error(&["server", "allow_networks"], OPEN_RELAY);
+        }
+        let public = addrs.iter().any(|a| !a.ip().is_loopback());
         let loopback_only = server.allow_networks.iter().all(|n| n.is_loopback());
-        if public && !loopback_only && server.users.is_empty() {
-            cx.error(
-                &["server", "allow_networks"],
-                "listening on a non-loopback address while non-loopback clients may submit \
-                 without authentication, and no [[server.users]] exist: this would be an open \
-                 signing relay. Restrict allow_networks to loopback, add users, or listen on \
-                 loopback only",
+        if public && loopback_only && server.users.is_empty() {
+            cx.warn(
+                &["server", "listen"],
+                "listening on a non-loopback address, but only loopback clients may submit \
+                 (allow_networks) and no [[server.users]] exist: remote clients can connect \
+                 but never send. Add users, widen allow_networks to the clients' networks, or \
+                 listen on loopback only",
             );
         }
         if public && !server.users.is_empty() && server.tls.is_none() {

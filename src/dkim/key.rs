@@ -97,10 +97,13 @@ impl SelectorKey {
         algorithm: Algorithm,
         path: &Path,
     ) -> Result<(SelectorKey, Vec<KeyProblem>), KeyLoadError> {
-        let pem = std::fs::read_to_string(path).map_err(|source| KeyLoadError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        // Only a regular, bounded, not world-writable file: a FIFO or a device is an error,
+        // never a hang.
+        let pem =
+            crate::regular_file::read_to_string(path).map_err(|source| KeyLoadError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
         let meta = std::fs::metadata(path).ok();
         let mut problems = Vec::new();
         if let Some(m) = &meta {

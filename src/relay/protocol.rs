@@ -7,11 +7,18 @@
 //! settings it started with.
 //!
 //! The relay's own wording of the shell's events: `421 4.7.0 <host> Too many connections`,
-//! `554 5.5.1` on pregreet, `421 4.4.2` on a command or DATA timeout, `421 4.3.2 <host> Service
-//! shutting down`. AUTH: a bounded number of password checks (argon2, ~19 MiB each) run at
-//! once; a failure is answered only after `auth_failure_delay`; credentials are never logged.
+//! `554 5.5.1` on pregreet, `421 4.4.2` on a command or DATA timeout, `451 4.4.2` when DATA
+//! falls under the minimum rate, `421 4.3.2 <host> Service shutting down`.
+//!
+//! AUTH: a bounded number of password checks (argon2, ~19 MiB each) run at once, and a check's
+//! slot is given back before the failure delay; a failure is answered only after
+//! `auth_failure_delay`; failures are bounded per connection (`max_auth_failures`) and per
+//! client address over all its connections (`max_auth_failures_per_ip` within
+//! [`AUTH_FAILURE_WINDOW`]); an authorization identity other than the user is refused
+//! (RFC 4616); credentials are never logged.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use tokio::time::Instant;
@@ -29,11 +36,16 @@ use crate::smtp::session::{self, Rules, Session};
 pub struct RelayProtocol {
     current: Current,
     relay: Arc<Relay>,
+    failures: Arc<AuthFailures>,
 }
 
 impl RelayProtocol {
     pub fn new(current: Current, relay: Arc<Relay>) -> RelayProtocol {
-        RelayProtocol { current, relay }
+        RelayProtocol {
+            current,
+            relay,
+            failures: Arc::default(),
+        }
     }
 
     /// The settings in force now.
@@ -81,6 +93,7 @@ impl server::Protocol for RelayProtocol {
             budget: self.relay.budget(&snapshot),
             snapshot,
             relay: Arc::clone(&self.relay),
+            failures: Arc::clone(&self.failures),
             session,
         };
         (settings, handler)
@@ -99,6 +112,8 @@ pub struct RelayHandler {
     relay: Arc<Relay>,
     /// The relay's bytes-in-flight budget, which this connection's DATA counts against.
     budget: ByteBudget,
+    /// Failed AUTH attempts per client address, shared by all connections.
+    failures: Arc<AuthFailures>,
     session: Session,
     session_deadline: Instant,
 }
@@ -113,41 +128,138 @@ impl RelayHandler {
     }
 
     /// Checks credentials off the async workers, delays a failure, and returns the session's
-    /// verdict (235, 535, or 421 after too many failures).
+    /// verdict (235, 535, or 421 after too many failures on this connection or from this
+    /// client address).
+    ///
+    /// The password-check slot is held only while the hash is checked, never through the
+    /// failure delay: a crowd of failing clients cannot make a valid login wait for their
+    /// delays. An unknown user costs one hash check of the same kind as a known one
+    /// (`users::authenticate`), so user names cannot be told apart by timing.
     async fn authenticate(&mut self, creds: Credentials) -> session::Action {
-        // Each argon2 check takes ~19 MiB and real CPU time: a bounded number run at once, so
-        // a crowd of clients guessing passwords cannot exhaust memory.
-        static VERIFIERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
         let conn_id = self.client.conn_id;
-        let deadline =
-            (Instant::now() + self.snapshot.shell.command_timeout).min(self.session_deadline);
-        let Ok(Ok(_permit)) = tokio::time::timeout_at(deadline, VERIFIERS.acquire()).await else {
-            tracing::warn!(conn = conn_id, client = %self.peer(), "authentication not checked: verifiers busy");
-            return session::Action::Reply(Reply::new(
-                454,
+        let ip = self.peer().ip();
+        let max_per_ip = self.snapshot.session.max_auth_failures_per_ip;
+        if self.failures.blocked(ip, max_per_ip) {
+            tracing::warn!(conn = conn_id, client = %self.peer(), "authentication refused: too many failures from this address");
+            return session::Action::Close(Reply::new(
+                421,
                 "4.7.0",
-                "Temporary authentication failure; try again later",
+                format!(
+                    "{} Too many failed authentication attempts from your address; try again later",
+                    self.hostname()
+                ),
             ));
-        };
-        let snapshot = Arc::clone(&self.snapshot);
-        let user_name = creds.username.clone();
-        let checked = tokio::task::spawn_blocking(move || {
-            crate::users::authenticate(&snapshot.session.users, &creds.username, &creds.password)
-        })
-        .await
-        .unwrap_or(None);
+        }
         // The attempted name is not a secret, but it is client-controlled: quote and cap it.
-        let shown: String = user_name.chars().take(64).collect();
+        let shown: String = creds.username.chars().take(64).collect();
+        // RFC 4616 §2: an authorization identity other than the authentication identity asks
+        // to act as someone else, which no user may do here.
+        let checked = if !creds.authzid.is_empty() && creds.authzid != creds.username {
+            tracing::info!(conn = conn_id, client = %self.peer(), user = ?shown, "authentication refused: authorization identity differs from the user");
+            None
+        } else {
+            match self.check_password(creds).await {
+                Ok(c) => c,
+                Err(busy) => return busy,
+            }
+        };
         match &checked {
             Some(u) => {
                 tracing::info!(conn = conn_id, client = %self.peer(), user = %u.user, "authenticated")
             }
             None => {
                 tracing::info!(conn = conn_id, client = %self.peer(), user = ?shown, "authentication failed");
+                self.failures.record(ip);
+                // No slot is held here (see above).
                 tokio::time::sleep(self.snapshot.session.auth_failure_delay).await;
             }
         }
         self.session.auth_result(checked)
+    }
+
+    /// One password check on the blocking pool, under one of the global check slots; the
+    /// slot is released when the check is done. `Err`: no slot came free in time (454).
+    async fn check_password(
+        &self,
+        creds: Credentials,
+    ) -> Result<Option<crate::users::Submitter>, session::Action> {
+        // Each argon2 check takes ~19 MiB and real CPU time: a bounded number run at once, so
+        // a crowd of clients guessing passwords cannot exhaust memory.
+        static VERIFIERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+        let deadline =
+            (Instant::now() + self.snapshot.shell.command_timeout).min(self.session_deadline);
+        let Ok(Ok(permit)) = tokio::time::timeout_at(deadline, VERIFIERS.acquire()).await else {
+            tracing::warn!(conn = self.client.conn_id, client = %self.peer(), "authentication not checked: verifiers busy");
+            return Err(session::Action::Reply(Reply::new(
+                454,
+                "4.7.0",
+                "Temporary authentication failure; try again later",
+            )));
+        };
+        let snapshot = Arc::clone(&self.snapshot);
+        let checked = tokio::task::spawn_blocking(move || {
+            crate::users::authenticate(&snapshot.session.users, &creds.username, &creds.password)
+        })
+        .await
+        .unwrap_or(None);
+        drop(permit);
+        Ok(checked)
+    }
+}
+
+/// How long failed AUTH attempts from one client address are remembered
+/// (`server.max_auth_failures_per_ip` counts within it).
+pub const AUTH_FAILURE_WINDOW: std::time::Duration = std::time::Duration::from_secs(900);
+
+/// Addresses remembered at most; past it, expired entries are pruned and, if still full, the
+/// oldest window is dropped — memory stays bounded whatever the number of clients.
+const AUTH_FAILURE_ADDRESSES: usize = 10_000;
+
+/// Failed AUTH attempts per client address, across its connections, within
+/// [`AUTH_FAILURE_WINDOW`] of the first one: a guesser cannot reconnect around
+/// `max_auth_failures`. Shared by every connection of one relay.
+#[derive(Default)]
+pub struct AuthFailures(std::sync::Mutex<HashMap<IpAddr, (u32, Instant)>>);
+
+impl AuthFailures {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, (u32, Instant)>> {
+        match self.0.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Whether `ip` has used up its failures in the current window.
+    pub fn blocked(&self, ip: IpAddr, max: u32) -> bool {
+        let now = Instant::now();
+        let mut m = self.lock();
+        match m.get(&ip) {
+            Some(&(_, since)) if now.duration_since(since) >= AUTH_FAILURE_WINDOW => {
+                m.remove(&ip);
+                false
+            }
+            Some(&(n, _)) => n >= max,
+            None => false,
+        }
+    }
+
+    /// Counts one failure for `ip`.
+    pub fn record(&self, ip: IpAddr) {
+        let now = Instant::now();
+        let mut m = self.lock();
+        if m.len() >= AUTH_FAILURE_ADDRESSES && !m.contains_key(&ip) {
+            m.retain(|_, (_, since)| now.duration_since(*since) < AUTH_FAILURE_WINDOW);
+            if m.len() >= AUTH_FAILURE_ADDRESSES
+                && let Some(oldest) = m.iter().min_by_key(|(_, (_, s))| *s).map(|(k, _)| *k)
+            {
+                m.remove(&oldest);
+            }
+        }
+        let e = m.entry(ip).or_insert((0, now));
+        if now.duration_since(e.1) >= AUTH_FAILURE_WINDOW {
+            *e = (0, now);
+        }
+        e.0 = e.0.saturating_add(1);
     }
 }
 
@@ -229,9 +341,49 @@ impl server::Handler for RelayHandler {
                 "4.4.2",
                 format!("{host} Timeout waiting for message data"),
             ),
+            Notice::DataTooSlow => {
+                let rate = self.snapshot.shell.min_data_rate;
+                let (bps, window) = rate
+                    .map(|r| (r.bytes_per_sec, r.window.as_secs()))
+                    .unwrap_or_default();
+                Reply::new(
+                    451,
+                    "4.4.2",
+                    format!(
+                        "{host} Message data too slow (under {bps} bytes per second over {window} s); closing"
+                    ),
+                )
+            }
             Notice::ShuttingDown => {
                 Reply::new(421, "4.3.2", format!("{host} Service shutting down"))
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Failures count per address within the window, are forgotten after it, and the table of
+    /// addresses stays bounded however many clients fail.
+    #[tokio::test(start_paused = true)]
+    async fn auth_failures_per_address_expire_and_stay_bounded() {
+        let f = AuthFailures::default();
+        let a: IpAddr = [192, 0, 2, 1].into();
+        let b: IpAddr = [192, 0, 2, 2].into();
+        for _ in 0..3 {
+            assert!(!f.blocked(a, 3));
+            f.record(a);
+        }
+        assert!(f.blocked(a, 3));
+        assert!(!f.blocked(b, 3), "another address is not affected");
+        tokio::time::advance(AUTH_FAILURE_WINDOW).await;
+        assert!(!f.blocked(a, 3), "forgotten after the window");
+
+        for i in 0..(AUTH_FAILURE_ADDRESSES as u32 + 50) {
+            f.record(IpAddr::from(i.to_be_bytes()));
+        }
+        assert!(f.lock().len() <= AUTH_FAILURE_ADDRESSES);
     }
 }

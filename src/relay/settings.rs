@@ -49,6 +49,8 @@ pub struct SessionRules {
     pub auth_plaintext_loopback: bool,
     /// A failed AUTH is answered only after this delay.
     pub auth_failure_delay: Duration,
+    /// Failed AUTH attempts per client address per window, over all its connections.
+    pub max_auth_failures_per_ip: u32,
 }
 
 /// The upstream side of the pipeline.

@@ -12,15 +12,24 @@
 //! - **Pipelining** (RFC 2920): replies to pipelined commands are batched and flushed whenever
 //!   no further complete command is buffered, and always before waiting for DATA content.
 //!   Bytes pipelined after an *accepted* DATA are message content (as Postfix does; DATA ends
-//!   a group, so a client writing ahead is sending the message). Bytes pipelined after a
-//!   refused DATA ([`Action::ReplyDiscard`]) are discarded, never executed as commands.
+//!   a group, so a client writing ahead is sending the message). After a refused DATA
+//!   ([`Action::ReplyDiscard`]) the connection is closed once the refusal is written: a
+//!   client that streams its message without waiting for the 354 would otherwise have its
+//!   content — bytes already buffered and bytes still on the way — read as commands, and a
+//!   second transaction smuggled in the body would run. (Discarding "until the client is back
+//!   in command state" cannot be done safely: nothing on the wire marks that moment.)
+//! - **Lines that never end**: an over-long command line gets the protocol's reply as soon
+//!   as it passes the limit (`smtp::codec::LineReader`); once a bounded amount more
+//!   of it has been dropped the connection is closed
+//!   ([`crate::smtp::codec::MAX_DISCARDED_LINE`]).
 //! - **STARTTLS**: after the `220`, every byte already buffered is discarded (CVE-2011-0411);
 //!   the handler starts again from the greeting state on the TLS stream; the handshake has
 //!   its own deadline.
 //! - **Time**: a command must be complete within `command_timeout` of the moment we started
 //!   waiting for it (partial bytes do not extend it, unless the protocol asks for an idle
 //!   timeout instead: `command_timeout_is_idle`), each DATA read within `data_timeout`,
-//!   the whole DATA phase within `data_total_timeout`, and the connection within
+//!   the whole DATA phase within `data_total_timeout`, DATA must average at least
+//!   `min_data_rate` over each of its windows ([`Notice::DataTooSlow`]), and the connection within
 //!   `session_timeout` — so a client sending one byte a second cannot hold a slot forever.
 //!   Every write has `write_timeout`.
 //! - **Shutdown**: an idle client gets [`Notice::ShuttingDown`] at once; a transaction in
@@ -248,10 +257,9 @@ impl<H: Handler> Conn<H> {
                         self.push(&mut out, &r).await;
                     }
                     Action::ReplyDiscard(r) => {
-                        tracing::info!(conn = conn_id, client = %peer, reply = %r.one_line(), discarded = buf.len(), "command refused; input pipelined after it discarded");
-                        self.push(&mut out, &r).await;
-                        buf.clear();
-                        lines = LineReader::new(s.max_command_line, s.bare_newline);
+                        tracing::info!(conn = conn_id, client = %peer, reply = %r.one_line(), discarded = buf.len(), "DATA refused; closing (anything the client streams after it is message content, never commands)");
+                        self.close_with(&mut stream, &mut out, Some(&r)).await;
+                        return End::Closed;
                     }
                     Action::Close(r) => {
                         tracing::info!(conn = conn_id, client = %peer, reply = %r.one_line(), "closing connection");
@@ -291,6 +299,15 @@ impl<H: Handler> Conn<H> {
                         }
                     }
                 }
+            }
+            if lines.overrun() {
+                tracing::info!(
+                    conn = conn_id,
+                    client = %peer,
+                    "command line without an end past the limit; closing"
+                );
+                self.close_with(&mut stream, &mut out, None).await;
+                return End::Closed;
             }
             if self.write_out(&mut stream, &mut out).await.is_err() {
                 return End::Closed;
@@ -345,11 +362,21 @@ impl<H: Handler> Conn<H> {
         held.account(&mut reader, reservation.as_mut(), conn_id, peer);
         let phase_deadline =
             (Instant::now() + s.data_total_timeout.unwrap_or(FOREVER)).min(self.session_deadline);
+        let mut rate = s.min_data_rate.map(RateWindow::new);
         while !done {
-            let deadline = (Instant::now() + s.data_timeout).min(phase_deadline);
+            let read_deadline = (Instant::now() + s.data_timeout).min(phase_deadline);
+            let deadline = match &rate {
+                Some(w) => read_deadline.min(w.ends),
+                None => read_deadline,
+            };
             // A shutdown does not interrupt a message being received.
             match read_some(stream, chunk, deadline, None).await {
+                // Only the rate window ended: checked below.
+                Read::Timeout if Instant::now() < read_deadline => {}
                 Read::Data(n) => {
+                    if let Some(w) = &mut rate {
+                        w.bytes = w.bytes.saturating_add(n as u64);
+                    }
                     let (used, end) = reader.feed(&chunk[..n]);
                     held.account(&mut reader, reservation.as_mut(), conn_id, peer);
                     done = end;
@@ -377,6 +404,26 @@ impl<H: Handler> Conn<H> {
                     return false;
                 }
             }
+            // A window is over (a message that just ended is not judged on it).
+            if !done
+                && let Some(w) = &mut rate
+                && Instant::now() >= w.ends
+            {
+                if w.too_slow() {
+                    tracing::info!(
+                        conn = conn_id,
+                        client = %peer,
+                        received = reader.size(),
+                        window_bytes = w.bytes,
+                        min_bytes_per_sec = w.rate.bytes_per_sec,
+                        window_secs = w.rate.window.as_secs(),
+                        "DATA below the minimum rate; nothing relayed"
+                    );
+                    self.close_notice(stream, out, Notice::DataTooSlow).await;
+                    return false;
+                }
+                w.restart();
+            }
         }
         let size = reader.size();
         // `reservation` lives until the handler has answered: its bytes are still in memory.
@@ -399,6 +446,35 @@ impl<H: Handler> Conn<H> {
     }
 }
 
+/// The minimum DATA rate, measured over consecutive windows from the 354: each window must
+/// bring at least `bytes_per_sec × window` bytes, so a client trickling a few bytes a second
+/// cannot hold a connection (and a budget reservation) for the whole `data_total_timeout`.
+struct RateWindow {
+    rate: super::DataRate,
+    ends: Instant,
+    bytes: u64,
+}
+
+impl RateWindow {
+    fn new(rate: super::DataRate) -> RateWindow {
+        RateWindow {
+            rate,
+            ends: Instant::now() + rate.window,
+            bytes: 0,
+        }
+    }
+
+    fn too_slow(&self) -> bool {
+        let need = u128::from(self.rate.bytes_per_sec) * self.rate.window.as_millis() / 1000;
+        u128::from(self.bytes) < need
+    }
+
+    fn restart(&mut self) {
+        self.ends = Instant::now() + self.rate.window;
+        self.bytes = 0;
+    }
+}
+
 /// Grows a DATA transfer's budget reservation with what the reader has stored, and refuses the
 /// message (once) when the budget says no.
 #[derive(Default)]
@@ -418,7 +494,8 @@ impl BudgetGuard {
         let Some(reservation) = reservation else {
             return;
         };
-        let grown = reader.size().saturating_sub(self.accounted);
+        // The buffers' capacity, not just the bytes stored: the budget bounds real memory.
+        let grown = reader.held().saturating_sub(self.accounted);
         if self.refused || grown == 0 {
             return;
         }

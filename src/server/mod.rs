@@ -80,6 +80,8 @@ pub struct Settings {
     pub data_timeout: Duration,
     /// The whole DATA phase (`None`: only `data_timeout` per read applies).
     pub data_total_timeout: Option<Duration>,
+    /// The least DATA must bring per window (`None`: no rate floor; the simulator).
+    pub min_data_rate: Option<DataRate>,
     /// The whole connection (`None`: unbounded while the client keeps talking).
     pub session_timeout: Option<Duration>,
     /// Writing one batch of replies to a client that does not read.
@@ -107,12 +109,21 @@ impl Settings {
             command_timeout_is_idle: false,
             data_timeout: Duration::from_secs(300),
             data_total_timeout: None,
+            min_data_rate: None,
             session_timeout: None,
             write_timeout: Duration::from_secs(30),
             reply_delay: Duration::ZERO,
             shutdown_grace: Duration::from_secs(5),
         }
     }
+}
+
+/// A floor under the DATA transfer rate: every `window` from the 354 must bring at least
+/// `bytes_per_sec × window` bytes, or the session gets [`Notice::DataTooSlow`] and is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataRate {
+    pub bytes_per_sec: u64,
+    pub window: Duration,
 }
 
 /// Who is on the other end of a connection.
@@ -130,8 +141,8 @@ pub enum Action {
     /// Queue this reply and read the next command (replies are batched while pipelined
     /// commands are buffered, RFC 2920).
     Reply(Reply),
-    /// Queue this reply and discard whatever the client sent after the command (it was
-    /// pipelined behind a refused DATA: message content, never commands).
+    /// Write this reply to a refused DATA and close: whatever the client sent or still sends
+    /// after it may be message content, never commands (see [`connection`]).
     ReplyDiscard(Reply),
     /// Write this reply (354), then read the message and call [`Handler::data`].
     StartData(Reply),
@@ -155,6 +166,8 @@ pub enum Notice {
     CommandTimeout,
     /// DATA stalled or ran past its total timeout.
     DataTimeout,
+    /// DATA arrived slower than [`Settings::min_data_rate`] over a window.
+    DataTooSlow,
     /// The server is shutting down and the client is idle.
     ShuttingDown,
 }
@@ -166,7 +179,8 @@ pub trait Handler: Send + Sync + 'static {
     /// One command line (CRLF removed) or a framing error in reading it.
     fn command(&mut self, line: Result<Vec<u8>, LineError>) -> impl Future<Output = Action> + Send;
     /// The process-wide bytes-in-flight budget this connection's DATA counts against (`None`:
-    /// unbounded). The shell grows a reservation as DATA is stored and holds it until
+    /// unbounded). The shell grows a reservation as DATA is stored — by the reader's buffer
+    /// capacity, what is really allocated, not just the bytes kept — and holds it until
     /// [`Handler::data`] has answered; a DATA that would exceed it is read to its end, not
     /// stored, and handed over as `Err(DataError::OverBudget)` (the relay answers `452 4.3.1`).
     fn budget(&self) -> Option<&ByteBudget> {

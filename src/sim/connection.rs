@@ -235,7 +235,9 @@ impl server::Handler for SimHandler {
     fn notice(&mut self, notice: Notice) -> Option<Reply> {
         match notice {
             Notice::TooManyConnections => Some(session::too_many_connections()),
-            Notice::CommandTimeout | Notice::DataTimeout => Some(session::idle_timeout()),
+            Notice::CommandTimeout | Notice::DataTimeout | Notice::DataTooSlow => {
+                Some(session::idle_timeout())
+            }
             // SES has no greeting delay; at shutdown an idle session just closes.
             Notice::Pregreet | Notice::ShuttingDown => None,
         }

@@ -377,6 +377,7 @@ fn shell_settings(s: &SimSettings, acceptor: TlsAcceptor) -> server::Settings {
         command_timeout_is_idle: true,
         data_timeout: s.idle_timeout,
         data_total_timeout: None,
+        min_data_rate: None,
         session_timeout: None,
         write_timeout: WRITE_TIMEOUT,
         reply_delay: s.faults.latency,

@@ -33,13 +33,33 @@ pub enum LineError {
     Nul,
 }
 
-/// Splits CRLF-terminated lines out of an input buffer, discarding over-long ones.
+/// How many bytes of one bad line (over-long, or broken by a bare LF) are read and dropped
+/// after the point where it was refused before the connection is closed: a client that sends
+/// megabytes without a line end is not read forever.
+pub const MAX_DISCARDED_LINE: usize = 64 * 1024;
+
+/// A bad line being dropped until its CRLF.
+#[derive(Debug, Clone, Copy)]
+struct Skip {
+    error: LineError,
+    /// Already reported (an over-long line is reported as soon as it passes the limit).
+    reported: bool,
+    /// Bytes of the line dropped so far.
+    bytes: usize,
+}
+
+/// Splits CRLF-terminated lines out of an input buffer, discarding bad ones.
+///
+/// Under [`BareNewline::Reject`] only CRLF ends a line: `NOOP\nMAIL FROM:<a@b>\r\n` is ONE bad
+/// line (one error, nothing of it executed), never a refused `NOOP` followed by a MAIL. A line
+/// over the limit is reported as soon as it passes the limit (so a client that never sends a
+/// line end still gets its `500`), then dropped up to its CRLF; [`LineReader::overrun`] says
+/// when the dropped part has grown past [`MAX_DISCARDED_LINE`] and the shell should close.
 #[derive(Debug)]
 pub struct LineReader {
     max: usize,
     policy: BareNewline,
-    /// Inside an over-long line: drop bytes until its end, then report `TooLong`.
-    discarding: bool,
+    skip: Option<Skip>,
 }
 
 impl LineReader {
@@ -48,35 +68,75 @@ impl LineReader {
         LineReader {
             max,
             policy,
-            discarding: false,
+            skip: None,
         }
     }
 
-    /// Takes the next complete line out of `buf` (without its line ending).
-    /// `None` means more input is needed; what is incomplete stays in `buf`.
+    /// Whether the bad line being dropped has run [`MAX_DISCARDED_LINE`] bytes past the limit.
+    pub fn overrun(&self) -> bool {
+        self.skip
+            .is_some_and(|s| s.bytes > self.max.saturating_add(MAX_DISCARDED_LINE))
+    }
+
+    /// Drops `n` bytes of a bad line; reports it as too long once it passes the limit.
+    fn drop_bytes(&mut self, n: usize, error: LineError) -> Option<LineError> {
+        let max = self.max;
+        let s = self.skip.get_or_insert(Skip {
+            error,
+            reported: false,
+            bytes: 0,
+        });
+        s.bytes = s.bytes.saturating_add(n);
+        if !s.reported && s.bytes > max + 1 {
+            s.reported = true;
+            s.error = LineError::TooLong;
+            return Some(LineError::TooLong);
+        }
+        None
+    }
+
+    /// Takes the next complete line out of `buf` (without its line ending), or the error of a
+    /// bad line. `None` means more input is needed; what is incomplete stays in `buf`.
     pub fn next_line(&mut self, buf: &mut Vec<u8>) -> Option<Result<Vec<u8>, LineError>> {
         loop {
             let Some(lf) = buf.iter().position(|&b| b == b'\n') else {
                 // No line end yet. Keep at most max+1 bytes (a trailing CR may be half a CRLF).
-                if buf.len() > self.max + 1 {
+                if self.skip.is_some() || buf.len() > self.max + 1 {
                     let keep_cr = buf.last() == Some(&b'\r');
+                    let dropped = buf.len() - usize::from(keep_cr);
                     buf.clear();
                     if keep_cr {
                         buf.push(b'\r');
                     }
-                    self.discarding = true;
+                    if let Some(e) = self.drop_bytes(dropped, LineError::TooLong) {
+                        return Some(Err(e));
+                    }
                 }
                 return None;
             };
+            let crlf = lf > 0 && buf[lf - 1] == b'\r';
+            if !crlf && self.policy == BareNewline::Reject {
+                // A bare LF does not end the line: everything up to the next CRLF is part of
+                // the same bad line.
+                buf.drain(..=lf);
+                if let Some(e) = self.drop_bytes(lf + 1, LineError::BareNewline) {
+                    return Some(Err(e));
+                }
+                continue;
+            }
             let mut line: Vec<u8> = buf.drain(..=lf).collect();
             line.pop(); // the LF
-            let crlf = line.last() == Some(&b'\r');
             if crlf {
                 line.pop();
             }
-            if self.discarding {
-                self.discarding = false;
-                return Some(Err(LineError::TooLong));
+            if let Some(s) = self.skip.take() {
+                if s.reported || s.bytes + line.len() > self.max {
+                    if s.reported {
+                        continue;
+                    }
+                    return Some(Err(LineError::TooLong));
+                }
+                return Some(Err(s.error));
             }
             if line.len() > self.max {
                 return Some(Err(LineError::TooLong));
@@ -159,7 +219,8 @@ impl DataReader {
             policy,
             max_size,
             max_header,
-            out: Vec::with_capacity(8 * 1024),
+            // Grown as the message arrives (`grow_for`), so what is held is what is counted.
+            out: Vec::new(),
             line: Vec::with_capacity(MAX_TEXT_LINE + 2),
             overlong: false,
             overlong_last: 0,
@@ -212,6 +273,23 @@ impl DataReader {
     /// Bytes of message content received so far (for logs of refused messages).
     pub fn size(&self) -> usize {
         self.size
+    }
+
+    /// Bytes of memory the message buffer holds (its capacity, not just its contents): what
+    /// the bytes-in-flight budget must account for. It grows by at most an eighth at a time
+    /// (`grow_for`), so this stays within about 12% of the message size instead
+    /// of up to twice it. (The one-line buffer is a fixed per-connection overhead.)
+    pub fn held(&self) -> usize {
+        self.out.capacity()
+    }
+
+    /// Makes room for `need` more bytes in the message buffer, growing it by at most an
+    /// eighth (and at least 4 KiB) instead of doubling.
+    fn grow_for(&mut self, need: usize) {
+        if self.out.capacity() - self.out.len() < need {
+            let extra = need.max(self.out.len() / 8).max(4 * 1024);
+            self.out.reserve_exact(extra);
+        }
     }
 
     fn push_partial(&mut self, bytes: &[u8]) {
@@ -310,6 +388,7 @@ impl DataReader {
             self.fail(DataError::TooBig);
         }
         if self.error.is_none() {
+            self.grow_for(line.len() + 2);
             self.out.extend_from_slice(&line);
             self.out.extend_from_slice(b"\r\n");
         }
@@ -341,11 +420,18 @@ mod tests {
     #[test]
     fn command_lines_need_crlf() {
         let mut r = LineReader::new(512, BareNewline::Reject);
-        let mut buf = b"EHLO a\r\nNOOP\nQUIT\r\n".to_vec();
+        let mut buf = b"EHLO a\r\nNOOP\nQUIT\r\nRSET\r\n".to_vec();
         assert_eq!(r.next_line(&mut buf), Some(Ok(b"EHLO a".to_vec())));
+        // `NOOP\nQUIT\r\n` is one bad line: QUIT is not executed.
         assert_eq!(r.next_line(&mut buf), Some(Err(LineError::BareNewline)));
-        assert_eq!(r.next_line(&mut buf), Some(Ok(b"QUIT".to_vec())));
+        assert_eq!(r.next_line(&mut buf), Some(Ok(b"RSET".to_vec())));
         assert_eq!(r.next_line(&mut buf), None);
+        // Split across reads, the same.
+        let mut buf = b"NOOP\nMAIL FROM:<a@b>".to_vec();
+        assert_eq!(r.next_line(&mut buf), None);
+        buf.extend_from_slice(b"\r\nNOOP\r\n");
+        assert_eq!(r.next_line(&mut buf), Some(Err(LineError::BareNewline)));
+        assert_eq!(r.next_line(&mut buf), Some(Ok(b"NOOP".to_vec())));
     }
 
     #[test]
@@ -358,14 +444,28 @@ mod tests {
     }
 
     #[test]
-    fn overlong_command_is_discarded_in_pieces() {
+    fn overlong_command_is_reported_at_once_and_discarded_in_pieces() {
         let mut r = LineReader::new(10, BareNewline::Reject);
         let mut buf = vec![b'A'; 100];
-        assert_eq!(r.next_line(&mut buf), None);
-        assert!(buf.len() <= 11);
-        buf.extend_from_slice(b"AAAA\r\nNOOP\r\n");
         assert_eq!(r.next_line(&mut buf), Some(Err(LineError::TooLong)));
+        assert!(buf.len() <= 11);
+        assert!(!r.overrun());
+        buf.extend_from_slice(b"AAAA\r\nNOOP\r\n");
         assert_eq!(r.next_line(&mut buf), Some(Ok(b"NOOP".to_vec())));
+        // A line that never ends: reported once, then overrun past the bound.
+        let mut buf = vec![b'B'; 100];
+        assert_eq!(r.next_line(&mut buf), Some(Err(LineError::TooLong)));
+        for _ in 0..(MAX_DISCARDED_LINE / 1000 + 1) {
+            buf.extend(std::iter::repeat_n(b'B', 1000));
+            assert_eq!(r.next_line(&mut buf), None);
+        }
+        assert!(r.overrun());
+        // Bare LFs do not hide an over-long line.
+        let mut r = LineReader::new(10, BareNewline::Reject);
+        let mut buf = b"AAAAAA\nAAAAAA\n".to_vec();
+        assert_eq!(r.next_line(&mut buf), Some(Err(LineError::TooLong)));
+        buf.extend_from_slice(b"x\r\nQUIT\r\n");
+        assert_eq!(r.next_line(&mut buf), Some(Ok(b"QUIT".to_vec())));
     }
 
     #[test]

@@ -35,6 +35,12 @@ pub enum CommandError {
     /// A forward-path that is not a valid address.
     #[error("bad recipient address")]
     BadRecipient,
+    /// A reverse-path over the RFC 5321 §4.5.3.1 size limits.
+    #[error("sender path too long")]
+    SenderTooLong,
+    /// A forward-path over the RFC 5321 §4.5.3.1 size limits.
+    #[error("recipient path too long")]
+    RecipientTooLong,
     /// AUTH without a mechanism.
     #[error("AUTH without a mechanism")]
     AuthMechanism,
@@ -59,12 +65,70 @@ impl CommandError {
             CommandError::BadSender => Reply::new(501, "5.1.7", "Bad sender address syntax"),
             CommandError::RcptSyntax => Reply::new(501, "5.5.4", "Syntax: RCPT TO:<address>"),
             CommandError::BadRecipient => Reply::new(501, "5.1.3", "Bad recipient address syntax"),
+            CommandError::SenderTooLong => Reply::new(553, "5.1.7", PATH_TOO_LONG),
+            CommandError::RecipientTooLong => Reply::new(553, "5.1.3", PATH_TOO_LONG),
             CommandError::AuthMechanism => Reply::new(501, "5.5.4", "Syntax: AUTH mechanism"),
             CommandError::AuthArguments => {
                 Reply::new(501, "5.5.4", "Syntax: AUTH mechanism [response]")
             }
         }
     }
+}
+
+const PATH_TOO_LONG: &str =
+    "Path too long (RFC 5321 4.5.3.1: local part 64, domain 255, path 256 octets at most)";
+
+/// RFC 5321 §4.5.3.1.1–3: local part 64 octets, domain 255, the whole path 256 (with its
+/// angle brackets).
+pub const MAX_LOCAL_PART: usize = 64;
+pub const MAX_DOMAIN: usize = 255;
+pub const MAX_PATH: usize = 256;
+
+/// Whether `path` (without brackets or source route) is within the RFC 5321 size limits.
+fn path_fits(path: &str) -> bool {
+    if path.len() + 2 > MAX_PATH {
+        return false;
+    }
+    match path.rfind('@') {
+        Some(at) => at <= MAX_LOCAL_PART && path.len() - at - 1 <= MAX_DOMAIN,
+        None => true,
+    }
+}
+
+/// Whether a local part, as written in the path, is an RFC 5321 §4.1.2 `Dot-string`
+/// (atoms joined by single dots: no leading, trailing or doubled dot) or `Quoted-string`
+/// (`qtextSMTP` and `quoted-pairSMTP` only), in ASCII — 8-bit needs SMTPUTF8, which is not
+/// offered. A local part that passes can be written back into a path unchanged.
+pub fn valid_local_part(local: &str) -> bool {
+    let b = local.as_bytes();
+    if b.is_empty() || b.len() > MAX_LOCAL_PART {
+        return false;
+    }
+    if let Some(inner) = local.strip_prefix('"') {
+        let Some(inner) = inner.strip_suffix('"') else {
+            return false;
+        };
+        let mut escaped = false;
+        for c in inner.bytes() {
+            if escaped {
+                if !(32..=126).contains(&c) {
+                    return false;
+                }
+                escaped = false;
+            } else if c == b'\\' {
+                escaped = true;
+            } else if !(c == 32 || c == 33 || (35..=91).contains(&c) || (93..=126).contains(&c)) {
+                return false;
+            }
+        }
+        return !escaped;
+    }
+    local.split('.').all(|atom| {
+        !atom.is_empty()
+            && atom
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&c))
+    })
 }
 
 /// A mailbox from a MAIL or RCPT path: `local@domain`. The local part keeps its quotes if it
@@ -223,6 +287,9 @@ pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
             if path.is_empty() {
                 return Ok(Command::Mail(None, params));
             }
+            if !path_fits(strip_source_route(path)) {
+                return Err(CommandError::SenderTooLong);
+            }
             let mailbox =
                 Mailbox::parse(strip_source_route(path)).ok_or(CommandError::BadSender)?;
             Ok(Command::Mail(Some(mailbox), params))
@@ -230,6 +297,9 @@ pub fn parse(line: &[u8]) -> Result<Command, CommandError> {
         "RCPT" => {
             let arg = strip_prefix_ci(rest, "TO:").ok_or(CommandError::RcptSyntax)?;
             let (path, params) = split_path(arg.trim_start()).ok_or(CommandError::BadRecipient)?;
+            if !path_fits(strip_source_route(path)) {
+                return Err(CommandError::RecipientTooLong);
+            }
             let mailbox =
                 Mailbox::parse(strip_source_route(path)).ok_or(CommandError::BadRecipient)?;
             Ok(Command::Rcpt(mailbox, params))
@@ -401,5 +471,51 @@ mod tests {
         assert!(Mailbox::parse("a@b..c").is_none());
         assert!(Mailbox::parse("a\x01@b").is_none());
         assert!(Mailbox::parse(&format!("{}@b", "x".repeat(65))).is_none());
+    }
+
+    #[test]
+    fn path_size_limits() {
+        let local = |n| format!("{}@b.org", "x".repeat(n));
+        assert!(parse(format!("RCPT TO:<{}>", local(64)).as_bytes()).is_ok());
+        let r = parse(format!("RCPT TO:<{}>", local(65)).as_bytes()).unwrap_err();
+        assert_eq!((r.reply().code, r.reply().enhanced()), (553, Some("5.1.3")));
+        let r = parse(format!("MAIL FROM:<{}>", local(65)).as_bytes()).unwrap_err();
+        assert_eq!((r.reply().code, r.reply().enhanced()), (553, Some("5.1.7")));
+        // 254 octets + brackets = 256: fine; one more is not.
+        let label = "d".repeat(60);
+        let domain = format!("{label}.{label}.{label}.{}", "e".repeat(10));
+        let ok = format!("{}@{domain}", "x".repeat(254 - 1 - domain.len()));
+        assert_eq!(ok.len(), 254);
+        assert!(parse(format!("RCPT TO:<{ok}>").as_bytes()).is_ok());
+        assert_eq!(
+            parse(format!("RCPT TO:<x{ok}>").as_bytes()).unwrap_err(),
+            CommandError::RecipientTooLong
+        );
+    }
+
+    #[test]
+    fn local_part_syntax() {
+        for ok in [
+            "a",
+            "a.b",
+            "a+tag",
+            "\"john doe\"",
+            "\"a\\\"b\"",
+            "\"a..b\"",
+        ] {
+            assert!(valid_local_part(ok), "{ok}");
+        }
+        for bad in [
+            "a..b",
+            ".a",
+            "a.",
+            "\u{e9}t\u{e9}",
+            "\"a\u{e9}\"",
+            "\"a",
+            "\"a\\\"",
+            "",
+        ] {
+            assert!(!valid_local_part(bad), "{bad}");
+        }
     }
 }

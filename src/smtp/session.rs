@@ -52,9 +52,9 @@ pub enum Action {
     StartData(Reply),
     /// Write this reply and close the connection.
     Close(Reply),
-    /// Write this reply and discard whatever the client sent after the command: it was
-    /// pipelined behind a DATA that was refused (RFC 2920 §3.1: DATA ends a group), so it is
-    /// message content, never commands.
+    /// Write this reply to a refused DATA and close the connection: whatever the client sent
+    /// after the command, or is still sending, may be message content (a client streaming
+    /// without waiting for the 354), never commands — so none of it is read as commands.
     ReplyDiscard(Reply),
     /// Write this reply (220), discard any buffered input (CVE-2011-0411: nothing sent before
     /// the handshake may be executed after it), run the TLS handshake, then call
@@ -98,9 +98,24 @@ pub struct Session {
     /// The AUTH exchange waiting for a continuation line (RFC 4954), if any.
     auth: Option<Exchange>,
     auth_failures: u32,
+    /// RCPTs refused with `452 4.5.3` in this transaction.
+    rcpts_over_cap: usize,
+}
+
+/// `452 4.5.3` (too many recipients) is not a client error: RFC 5321 §4.5.3.1.10 has the
+/// client send to the accepted recipients and retry the rest, so it does not count toward
+/// `max_errors` (up to [`Session::free_over_cap`] of them per transaction).
+fn is_recipient_cap(r: &Reply) -> bool {
+    r.code == 452 && r.enhanced() == Some("4.5.3")
 }
 
 impl Session {
+    /// How many over-cap RCPTs a transaction may send before they count as errors: as many
+    /// as the cap itself, and at least 100 (a client with a long list is not a prober).
+    fn free_over_cap(&self) -> usize {
+        self.rules.max_recipients.max(100)
+    }
+
     pub fn new(rules: Rules, allowed: bool) -> Self {
         Session {
             rules,
@@ -112,6 +127,7 @@ impl Session {
             user: None,
             auth: None,
             auth_failures: 0,
+            rcpts_over_cap: 0,
         }
     }
 
@@ -258,7 +274,7 @@ impl Session {
         let action = match line {
             Err(LineError::TooLong) => Action::Reply(Reply::new(
                 500,
-                "5.5.2",
+                "5.5.6",
                 "Line too long (RFC 5321: 512 octets for a command)",
             )),
             Err(LineError::BareNewline) => Action::Reply(Reply::new(
@@ -280,6 +296,7 @@ impl Session {
     fn count_errors(&mut self, action: Action) -> Action {
         if let Action::Reply(r) | Action::ReplyDiscard(r) = &action
             && r.code >= 400
+            && !(is_recipient_cap(r) && self.rcpts_over_cap <= self.free_over_cap())
         {
             self.errors += 1;
             if self.errors >= self.rules.max_errors {
@@ -324,7 +341,7 @@ impl Session {
                 Action::Reply(Reply::plain(250, h.clone()))
             }
             Command::Mail(from, params) => self.mail(from, params),
-            Command::Rcpt(to, _params) => self.rcpt(to),
+            Command::Rcpt(to, params) => self.rcpt(to, params),
             Command::Data => match self.state {
                 State::Rcpt => {
                     self.state = State::Data;
@@ -396,6 +413,17 @@ impl Session {
                 "Authentication required: this address may not submit mail here",
             ));
         }
+        // The envelope sender's local part may be kept in the rewritten path (`keep` mode), so
+        // it must be a valid RFC 5321 Dot-string or Quoted-string, in ASCII (no SMTPUTF8).
+        if let Some(from) = &from
+            && !command::valid_local_part(&from.local)
+        {
+            return Action::Reply(Reply::new(
+                553,
+                "5.1.7",
+                "Bad sender address syntax: the local part must be a dot-atom or a quoted string (RFC 5321 4.1.2)",
+            ));
+        }
         if let (Some(user), Some(from)) = (&self.user, &from)
             && !user.may_use(&from.domain)
         {
@@ -433,6 +461,9 @@ impl Session {
                         "BODY must be 7BIT or 8BITMIME",
                     ));
                 }
+                // RFC 4954 §5: a server that advertises AUTH accepts the AUTH parameter; the
+                // identity it names is not trusted, so it is treated as AUTH=<> (ignored).
+                ("AUTH", Some(_)) if self.auth_offered() => {}
                 (other, _) => {
                     return Action::Reply(Reply::new(
                         555,
@@ -448,14 +479,25 @@ impl Session {
             submitter: self.user.clone(),
         };
         self.state = State::Mail;
+        self.rcpts_over_cap = 0;
         Action::Reply(Reply::new(250, "2.1.0", "Sender ok"))
     }
 
-    fn rcpt(&mut self, to: Mailbox) -> Action {
+    fn rcpt(&mut self, to: Mailbox, params: command::Params) -> Action {
         if !matches!(self.state, State::Mail | State::Rcpt) {
             return Action::Reply(Reply::new(503, "5.5.1", "Bad sequence: MAIL first"));
         }
+        // No RCPT extension is advertised (no DSN): NOTIFY=, ORCPT= and anything else would
+        // be silently dropped on the way upstream, so they are refused (RFC 5321 §4.1.1.11).
+        if let Some((key, _)) = params.first() {
+            return Action::Reply(Reply::new(
+                555,
+                "5.5.4",
+                format!("RCPT parameter {key} not supported"),
+            ));
+        }
         if self.envelope.rcpts.len() >= self.rules.max_recipients {
+            self.rcpts_over_cap += 1;
             return Action::Reply(Reply::new(
                 452,
                 "4.5.3",
@@ -478,6 +520,7 @@ impl Session {
     ) -> Result<Transaction, Reply> {
         let envelope = std::mem::take(&mut self.envelope);
         self.state = State::Ready;
+        self.rcpts_over_cap = 0;
         let max = self.rules.max_message_size;
         match result {
             Ok(data) => Ok(Transaction { envelope, data }),
@@ -515,6 +558,7 @@ impl Session {
 
     fn reset(&mut self) {
         self.envelope = Envelope::default();
+        self.rcpts_over_cap = 0;
         if self.state != State::Connected {
             self.state = State::Ready;
         }

@@ -36,6 +36,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "allow_list",
             "budget",
             "domain_name",
+            "regular_file",
             "secret",
             "ses_password",
             "tls",

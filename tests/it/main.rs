@@ -10,7 +10,8 @@
 //!   simulator; [`support::dns_server`] is an authoritative DNS server on 127.0.0.1 for
 //!   `doctor` and `require_published`.
 //! - one module per area: `cli`, `doctor`, `from_policy` (issue 9: From, oversigning, escaping; the
-//!   differential suite against Python), `hardening`, `keygen_dns`, `layering` (reads
+//!   differential suite against Python), `hardening`, `hardening2` and `hardening_config`
+//!   (issue 13), `keygen_dns`, `layering` (reads
 //!   `src/`: imports point down), `parsers_proptest`, `relay_e2e`, `relay_sim`, `reload`,
 //!   `sim_dkim`, `sim_interop`, `sim_smtp`, `tenant` (issue 9: tenant binding).
 
@@ -20,6 +21,8 @@ mod cli;
 mod doctor;
 mod from_policy;
 mod hardening;
+mod hardening2;
+mod hardening_config;
 mod keygen_dns;
 mod layering;
 mod parsers_proptest;

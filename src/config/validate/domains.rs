@@ -213,6 +213,33 @@ pub(super) fn domain(
         cx.error(&at("dmarc"), "a DMARC record starts with v=DMARC1");
         ok = false;
     }
+    if let Some(d) = &raw.dmarc
+        && d.chars().any(|c| c.is_control())
+    {
+        cx.error(&at("dmarc"), "contains a control character");
+        ok = false;
+    }
+    match raw.expiration_secs {
+        Some(x) if x > default::EXPIRATION_SECS_MAX => {
+            cx.error(
+                &at("expiration_secs"),
+                format!(
+                    "must be at most {} seconds (one year); 0 or absent: signatures do not expire",
+                    default::EXPIRATION_SECS_MAX
+                ),
+            );
+            ok = false;
+        }
+        Some(x) if x > 0 && x < default::EXPIRATION_SECS_WARN => cx.warn(
+            &at("expiration_secs"),
+            format!(
+                "signatures expire {x} s after signing: a message delayed or retried by a \
+                 receiver may arrive with an expired signature and fail DKIM (a day or more is \
+                 usual)"
+            ),
+        ),
+        _ => {}
+    }
     ok.then(|| Domain {
         name,
         envelope: EnvelopeRules {

@@ -122,7 +122,10 @@ pub(super) fn server(cx: &mut Ctx<'_>, raw: &crate::config::raw::RawServer) -> O
         .hostname
         .clone()
         .unwrap_or_else(|| default::HOSTNAME.to_string());
-    if hostname.is_empty() || hostname.contains(char::is_whitespace) {
+    if hostname.is_empty()
+        || hostname.contains(char::is_whitespace)
+        || hostname.contains(|c: char| c.is_control())
+    {
         cx.error(
             &["server", "hostname"],
             "must be a host name without spaces",
@@ -154,6 +157,56 @@ pub(super) fn server(cx: &mut Ctx<'_>, raw: &crate::config::raw::RawServer) -> O
     if max_auth_failures == 0 {
         cx.error(&["server", "max_auth_failures"], "must be at least 1");
     }
+    let max_auth_failures_per_ip = raw
+        .max_auth_failures_per_ip
+        .unwrap_or(default::MAX_AUTH_FAILURES_PER_IP);
+    if max_auth_failures_per_ip == 0 {
+        cx.error(
+            &["server", "max_auth_failures_per_ip"],
+            "must be at least 1",
+        );
+    }
+    let rate = cx.ranged(
+        &["server", "min_data_rate"],
+        raw.min_data_rate,
+        default::MIN_DATA_RATE,
+    );
+    let window = positive(
+        cx,
+        "min_data_rate_window_secs",
+        raw.min_data_rate_window_secs,
+        default::MIN_DATA_RATE_WINDOW_SECS,
+    );
+    let min_data_rate = (rate > 0).then_some(crate::server::DataRate {
+        bytes_per_sec: rate,
+        window,
+    });
+    let max_header_size = raw.max_header_size.unwrap_or(default::MAX_HEADER_SIZE);
+    if raw.max_header_size.is_some()
+        && (max_header_size < default::MIN_MESSAGE_SIZE || max_header_size > max_message_size)
+    {
+        cx.error(
+            &["server", "max_header_size"],
+            format!(
+                "must be between {} bytes and max_message_size ({max_message_size})",
+                default::MIN_MESSAGE_SIZE
+            ),
+        );
+        ok = false;
+    }
+    for (key, value) in [
+        ("max_connections", raw.max_connections.map(|v| v as u64)),
+        (
+            "max_connections_per_ip",
+            raw.max_connections_per_ip.map(|v| v as u64),
+        ),
+        ("max_errors", raw.max_errors.map(u64::from)),
+    ] {
+        if value == Some(0) {
+            cx.error(&["server", key], "must be at least 1");
+            ok = false;
+        }
+    }
     let tls = raw.tls.as_ref().and_then(|t| server_tls(cx, t));
     if raw.tls.is_some() && tls.is_none() {
         ok = false;
@@ -163,7 +216,7 @@ pub(super) fn server(cx: &mut Ctx<'_>, raw: &crate::config::raw::RawServer) -> O
         hostname,
         max_message_size,
         max_recipients,
-        max_header_size: raw.max_header_size.unwrap_or(default::MAX_HEADER_SIZE),
+        max_header_size,
         max_bytes_in_flight,
         max_connections: raw
             .max_connections
@@ -187,6 +240,8 @@ pub(super) fn server(cx: &mut Ctx<'_>, raw: &crate::config::raw::RawServer) -> O
             .unwrap_or(default::AUTH_PLAINTEXT_LOOPBACK),
         auth_failure_delay,
         max_auth_failures: max_auth_failures.max(1),
+        max_auth_failures_per_ip: max_auth_failures_per_ip.max(1),
+        min_data_rate,
         tls,
         users: Vec::new(),
     })

@@ -250,7 +250,7 @@ fn password(cx: &mut Ctx<'_>, raw: &RawUpstream, host: &str) -> Option<(Secret, 
     if let Some(f) = &raw.password_file {
         let p = cx.resolve_path(f);
         cx.depends_on(&p);
-        return match std::fs::read_to_string(&p) {
+        return match crate::regular_file::read_to_string(&p) {
             Ok(v) if !v.trim().is_empty() => Some((
                 Secret::new(v.trim().to_string()),
                 format!("file {}", p.display()),

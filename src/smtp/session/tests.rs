@@ -193,3 +193,52 @@ fn refused_data_discards_pipelined_input() {
     cmd(&mut s, "EHLO c");
     assert!(matches!(cmd(&mut s, "DATA"), Action::ReplyDiscard(_)));
 }
+
+#[test]
+fn recipients_past_the_cap_are_not_errors_and_rcpt_parameters_are_refused() {
+    let mut s = session();
+    cmd(&mut s, "EHLO c");
+    assert_eq!(code(&cmd(&mut s, "MAIL FROM:<a@b.c>")), 250);
+    assert_eq!(code(&cmd(&mut s, "RCPT TO:<x@y.z> NOTIFY=NEVER")), 555);
+    assert_eq!(
+        code(&cmd(&mut s, "RCPT TO:<x@y.z> ORCPT=rfc822;x@y.z")),
+        555
+    );
+    for _ in 0..2 {
+        assert_eq!(code(&cmd(&mut s, "RCPT TO:<x@y.z>")), 250);
+    }
+    // max_errors is 8: far more over-cap RCPTs than that, and no 421.
+    for _ in 0..50 {
+        assert_eq!(code(&cmd(&mut s, "RCPT TO:<x@y.z>")), 452);
+    }
+    assert!(matches!(cmd(&mut s, "DATA"), Action::StartData(_)));
+}
+
+#[test]
+fn sender_local_part_must_be_a_dot_atom_or_quoted_string() {
+    let mut s = session();
+    cmd(&mut s, "EHLO c");
+    for bad in [
+        "MAIL FROM:<a..b@c.d>",
+        "MAIL FROM:<.a@c.d>",
+        "MAIL FROM:<\u{e9}@c.d>",
+    ] {
+        let a = cmd(&mut s, bad);
+        assert!(
+            matches!(&a, Action::Reply(r) if r.code == 553 && r.enhanced() == Some("5.1.7")),
+            "{bad}: {a:?}"
+        );
+    }
+    assert_eq!(code(&cmd(&mut s, "MAIL FROM:<\"a b\"@c.d>")), 250);
+}
+
+#[test]
+fn mail_auth_parameter_only_when_auth_is_offered() {
+    let mut s = session();
+    cmd(&mut s, "EHLO c");
+    // AUTH is offered only over TLS here.
+    assert_eq!(code(&cmd(&mut s, "MAIL FROM:<a@b.c> AUTH=<>")), 555);
+    s.tls_started();
+    cmd(&mut s, "EHLO c");
+    assert_eq!(code(&cmd(&mut s, "MAIL FROM:<a@b.c> AUTH=<>")), 250);
+}

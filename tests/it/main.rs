@@ -4,7 +4,7 @@
 //! cost more link time than their tests take to run. Here they share one build, one
 //! process-wide log capture and one set of generated keys.
 //!
-//! - [`support`] — the kit: test PKI, the relay in-process, the scripted upstream, the
+//! - [`support`] — the kit: test PKI, the relay in-process, the SES simulator as upstream ([`support::upstream`]), the
 //!   independent DKIM verifiers (mail-auth and dkimpy), log capture; [`support::client`] is the
 //!   one SMTP client (relay and simulator tests alike); [`support::sim`] drives the SES
 //!   simulator; [`support::dns_server`] is an authoritative DNS server on 127.0.0.1 for

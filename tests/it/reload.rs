@@ -21,7 +21,7 @@ use dkim_relay::dns::DnsView;
 use dkim_relay::dns::lookup::StaticLookup;
 use dkim_relay::sim::verdict::verdict;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const T: Duration = Duration::from_secs(30);
 

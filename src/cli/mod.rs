@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use crate::config::{self, Diagnostic, Severity};
 
 pub mod outbox;
+pub mod queue;
 pub mod serve;
 
 pub use serve::{serve, ses_sim};

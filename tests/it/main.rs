@@ -11,7 +11,8 @@
 //!   `doctor` and `require_published`.
 //! - one module per area: `cli`, `doctor`, `hardening`, `keygen_dns`, `layering` (reads
 //!   `src/`: imports point down), `parsers_proptest`, `relay_e2e`, `relay_sim`, `reload`,
-//!   `sim_dkim`, `sim_interop`, `sim_smtp`.
+//!   `sim_dkim`, `sim_interop`, `sim_smtp`, `spool` (the durable queue against the simulator)
+//!   and `spool_crash` (`kill -9` of the relay binary during a stream).
 
 mod support;
 
@@ -27,3 +28,4 @@ mod reload;
 mod sim_dkim;
 mod sim_interop;
 mod sim_smtp;
+mod spool;

@@ -29,3 +29,4 @@ mod sim_dkim;
 mod sim_interop;
 mod sim_smtp;
 mod spool;
+mod spool_crash;

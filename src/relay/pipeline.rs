@@ -192,6 +192,9 @@ impl Relay {
                 .map(|d| (ReplyClass::of(d), outcome_text(d)))
                 .filter(|(class, _)| !class.is_final());
             if delivery.is_none() || unsettled.is_some() {
+                let upstream_text = unsettled
+                    .as_ref()
+                    .map_or_else(|| "not tried".to_string(), |(_, t)| t.clone());
                 let (reply, queue_id) =
                     commit(intake, settings, &envelope_from, &rcpts, &parts, unsettled).await;
                 tracing::info!(
@@ -205,6 +208,7 @@ impl Relay {
                     rcpts = rcpt_count,
                     mode = settings.mode.name(),
                     queue_id = %queue_id,
+                    upstream = %upstream_text,
                     reply = %reply.one_line(),
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "message spooled"

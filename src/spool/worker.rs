@@ -10,7 +10,7 @@
 //! until SES takes mail again. A pause never dead-letters or ages out mail.
 //!
 //! No hammering: concurrency starts at one and doubles with each delivery up to the pool size
-//! (halved on a throttle, with a one-second hold), persisted backoff and pause survive a
+//! (halved on a throttle, with a 200 ms hold), persisted backoff and pause survive a
 //! restart, and the upstream pool paces every send. On shutdown the worker starts nothing new,
 //! lets attempts in flight finish within the grace period, and leaves the rest in the spool
 //! (an attempt cut off stays in `active/` and is retried at the next start).
@@ -289,8 +289,10 @@ async fn run(
                 match done.class {
                     Some(ReplyClass::Accepted) => window = (window * 2).max(1),
                     Some(ReplyClass::RateThrottled) => {
+                        // SES's rate is per second; the pool's pacing does the real slowing,
+                        // this only stops the worker from piling on.
                         window = (window / 2).max(1);
-                        hold_until = now + 1000;
+                        hold_until = now + 200;
                     }
                     Some(ReplyClass::ConnectionLimit) => {
                         window = (window / 2).max(1);

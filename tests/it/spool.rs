@@ -492,3 +492,67 @@ async fn queue_commands_list_show_retry_and_delete_while_the_relay_runs() {
     assert_eq!(rig.delivered(), vec!["keep".to_string()]);
     rig.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_delivery_in_flight_finish_and_leaves_the_rest_spooled() {
+    let mut rig = Rig::start("mode = \"always\"", PASS_US_EAST_1, |s| {
+        s.faults.latency = Duration::from_millis(150);
+    })
+    .await;
+    queued_id(&rig.send("first").await);
+    rig.wait_for("the first delivery to start", |r| {
+        r.count(Area::Active) == 1
+    })
+    .await;
+    let second = queued_id(&rig.send("second").await);
+    // The graceful stop (what SIGTERM runs): the attempt in flight finishes, nothing new starts.
+    rig.relay.take().unwrap().shutdown().await;
+    assert_eq!(rig.delivered(), vec!["first".to_string()]);
+    assert_eq!(rig.count(Area::Active), 0);
+    assert_eq!(rig.store().list(Area::Queue).unwrap(), vec![second]);
+    // A restart delivers what was left.
+    rig.start_relay().await;
+    assert_eq!(rig.wait_delivered(2).await.len(), 2);
+    rig.stop().await;
+}
+
+#[test]
+fn the_queue_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let store = Store::open(&spool).unwrap();
+    let data = message("cli");
+    let meta = Meta {
+        id: store::new_id(),
+        created_ms: store::now_ms(),
+        mail_from: "app@example.org".into(),
+        rcpts: vec!["someone@example.net".into()],
+        size: data.len(),
+    };
+    store.commit(&meta, &data, &State::default(), 0).unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dkim-relay"))
+            .arg("queue")
+            .arg("--dir")
+            .arg(&spool)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["list"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&meta.id) && text.contains("1 queued"),
+        "{text}"
+    );
+    assert_eq!(run(&["retry"]).status.code(), Some(2));
+    let out = run(&["retry", "--all"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 queued messages due now"));
+    let out = run(&["delete", &meta.id]);
+    assert!(out.status.success(), "{out:?}");
+    let out = run(&["show", &meta.id]);
+    assert!(!out.status.success());
+    let out = run(&["dead"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no dead-lettered messages"));
+}

@@ -410,6 +410,26 @@ impl Store {
         }
     }
 
+    /// Takes the spool's exclusive lock (file `lock`, `flock`): one relay per spool, or two
+    /// workers would recover and deliver each other's messages. Held while the file is open;
+    /// the kernel drops it when the process dies, so a crash never leaves it stale.
+    pub fn lock(&self) -> io::Result<File> {
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.root.join("lock"))?;
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
+            |e| {
+                io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!("another dkim-relay process uses this spool ({e})"),
+                )
+            },
+        )?;
+        Ok(f)
+    }
+
     /// Tells a running worker to rescan the queue (`queue retry`).
     pub fn kick(&self) -> io::Result<()> {
         let stamp = format!("{}-{}", now_ms(), rand::random::<u32>());
@@ -489,5 +509,21 @@ mod tests {
             store.commit(&meta("ff", 1), b"x", &State::default(), u64::MAX / 2),
             Err(CommitError::Full { .. })
         ));
+    }
+
+    #[test]
+    fn one_relay_per_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let held = store.lock().unwrap();
+        let again = Store::open(dir.path()).unwrap().lock();
+        assert!(
+            again
+                .unwrap_err()
+                .to_string()
+                .contains("another dkim-relay")
+        );
+        drop(held);
+        store.lock().unwrap();
     }
 }

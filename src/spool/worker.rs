@@ -75,6 +75,8 @@ impl Intake {
 pub struct Worker {
     stop: watch::Sender<Option<Duration>>,
     task: tokio::task::JoinHandle<usize>,
+    /// The spool's lock, held for the worker's life.
+    _lock: std::fs::File,
 }
 
 /// A recovered spool whose worker has not started yet (the relay that feeds it needs the
@@ -82,6 +84,7 @@ pub struct Worker {
 pub struct Pending {
     store: Arc<Store>,
     queued: mpsc::UnboundedReceiver<String>,
+    lock: std::fs::File,
 }
 
 impl Pending {
@@ -89,7 +92,11 @@ impl Pending {
     pub fn start(self, source: Arc<dyn Source>) -> Worker {
         let (stop, stop_rx) = watch::channel(None);
         let task = tokio::spawn(run(self.store, source, self.queued, stop_rx));
-        Worker { stop, task }
+        Worker {
+            stop,
+            task,
+            _lock: self.lock,
+        }
     }
 }
 
@@ -97,6 +104,7 @@ impl Worker {
     /// Recovers the spool (uncommitted files dropped, in-flight ones requeued) before anything
     /// commits to it; the worker starts with [`Pending::start`].
     pub fn open(store: Arc<Store>) -> io::Result<(Intake, Pending)> {
+        let lock = store.lock()?;
         let recovered = store.recover()?;
         if recovered.uncommitted > 0 || !recovered.in_flight.is_empty() {
             tracing::warn!(
@@ -111,7 +119,14 @@ impl Worker {
             store: Arc::clone(&store),
             queued: tx,
         };
-        Ok((intake, Pending { store, queued: rx }))
+        Ok((
+            intake,
+            Pending {
+                store,
+                queued: rx,
+                lock,
+            },
+        ))
     }
 
     /// Starts nothing new, lets attempts in flight finish within `grace`; returns how many

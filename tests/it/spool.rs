@@ -556,3 +556,22 @@ fn the_queue_command_line() {
     let out = run(&["dead"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("no dead-lettered messages"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_the_spool_needs_a_restart() {
+    let rig = Rig::start("mode = \"on-defer\"", PASS_US_EAST_1, |_| {}).await;
+    let text = relay_config(
+        rig.dir.path(),
+        &rig.sim,
+        PASS_US_EAST_1,
+        "mode = \"always\"",
+    )
+    .replace("/spool\"", "/elsewhere\"");
+    std::fs::write(&rig.config_path, text).unwrap();
+    let refused = rig.relay.as_ref().unwrap().reload().await.unwrap_err();
+    assert!(refused.iter().any(|d| d.key == "spool.dir"), "{refused:?}");
+    // The running configuration (on-defer) stays: SES's own reply comes back.
+    let r = rig.send("still on-defer").await;
+    assert!(r.lines[0].starts_with("Ok "), "{r}");
+    rig.stop().await;
+}

@@ -173,7 +173,8 @@ impl Relay {
             _ => None,
         };
         let delivery = match spool {
-            Some((settings, _)) if settings.mode == Mode::Always => None,
+            // `always`, or `on-defer` while SES refuses the account: straight to the spool.
+            Some((settings, intake)) if settings.mode == Mode::Always || intake.paused() => None,
             _ => Some(match self.pool_for(snapshot) {
                 Ok(pool) => pool.deliver(&envelope_from, &rcpts, &parts).await,
                 Err(e) => {

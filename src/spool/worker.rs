@@ -18,6 +18,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -45,11 +46,18 @@ pub trait Source: Send + Sync + 'static {
 pub struct Intake {
     store: Arc<Store>,
     queued: mpsc::UnboundedSender<String>,
+    paused: Arc<AtomicBool>,
 }
 
 impl Intake {
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// Whether the queue is paused because SES refuses the account: `on-defer` then commits
+    /// at once instead of trying SES with every new message.
+    pub fn paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
     }
 
     /// Commits a signed message durably (on the blocking pool) and hands it to the worker.
@@ -85,13 +93,14 @@ pub struct Pending {
     store: Arc<Store>,
     queued: mpsc::UnboundedReceiver<String>,
     lock: std::fs::File,
+    paused: Arc<AtomicBool>,
 }
 
 impl Pending {
     /// Starts delivering.
     pub fn start(self, source: Arc<dyn Source>) -> Worker {
         let (stop, stop_rx) = watch::channel(None);
-        let task = tokio::spawn(run(self.store, source, self.queued, stop_rx));
+        let task = tokio::spawn(run(self.store, source, self.queued, stop_rx, self.paused));
         Worker {
             stop,
             task,
@@ -118,13 +127,16 @@ impl Worker {
         let intake = Intake {
             store: Arc::clone(&store),
             queued: tx,
+            paused: Arc::new(AtomicBool::new(store.pause().is_some())),
         };
+        let paused = Arc::clone(&intake.paused);
         Ok((
             intake,
             Pending {
                 store,
                 queued: rx,
                 lock,
+                paused,
             },
         ))
     }
@@ -208,6 +220,7 @@ async fn run(
     source: Arc<dyn Source>,
     mut queued: mpsc::UnboundedReceiver<String>,
     mut stop: watch::Receiver<Option<Duration>>,
+    paused: Arc<AtomicBool>,
 ) -> usize {
     let mut schedule = Schedule::default();
     let scanned = {
@@ -235,6 +248,7 @@ async fn run(
     let mut hold_until = 0u64;
     let mut window = 1usize;
     let grace = loop {
+        paused.store(pause.is_some(), Ordering::Relaxed);
         let now = store::now_ms();
         let limit = window.min(source.concurrency().max(1));
         while tasks.len() < limit && now >= hold_until && !probing {
@@ -286,6 +300,7 @@ async fn run(
                             queued = schedule.by_id.len() + 1,
                             "spool: SES refuses the ACCOUNT; the whole queue is PAUSED (nothing is bounced); fix the account or credentials"
                         );
+                        paused.store(true, Ordering::Relaxed);
                         if let Err(e) = store.set_pause(Some(&p)) {
                             tracing::warn!(error = %e, "spool: cannot record the pause");
                         }

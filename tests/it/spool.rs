@@ -346,6 +346,15 @@ async fn refused_credentials_pause_the_queue_until_fixed() {
     .await;
     assert_eq!(rig.count(Area::Dead), 0);
     assert_eq!(rig.store().list(Area::Queue).unwrap(), vec![id]);
+    // While paused, a new message goes straight to the spool: SES is not asked again.
+    let second = queued_id(&rig.send("creds2").await);
+    let line = logs()
+        .text()
+        .lines()
+        .find(|l| l.contains("message spooled") && l.contains(&second))
+        .map(str::to_string)
+        .unwrap_or_default();
+    assert!(line.contains("upstream=not tried"), "{line}");
     // The operator fixes the password; a reload applies it, the next probe delivers.
     let fixed = relay_config(
         rig.dir.path(),
@@ -355,7 +364,7 @@ async fn refused_credentials_pause_the_queue_until_fixed() {
     );
     std::fs::write(&rig.config_path, fixed).unwrap();
     rig.relay.as_ref().unwrap().reload().await.unwrap();
-    rig.wait_delivered(1).await;
+    rig.wait_delivered(2).await;
     rig.wait_for("the pause to lift", |r| r.store().pause().is_none())
         .await;
     rig.relay.take().unwrap().shutdown().await;

@@ -308,11 +308,25 @@ async fn past_the_maximum_age_a_message_is_dead_lettered_with_the_last_reply() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_account_pauses_the_queue_and_it_resumes_without_bouncing() {
+    pause_and_resume(PAUSED, "account-paused").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daily_quota_pauses_the_queue_and_it_resumes_without_bouncing() {
+    pause_and_resume(
+        "454 Throttling failure: Daily message quota exceeded.",
+        "daily-quota",
+    )
+    .await;
+}
+
+/// SES answers `reply` (account-level) twice, then takes mail again.
+async fn pause_and_resume(reply: &str, class: &str) {
     let rig = Rig::start(
         "mode = \"always\"\npause_probe_ms = 300",
         PASS_US_EAST_1,
         |s| {
-            s.faults.script = script(&[PAUSED, PAUSED]);
+            s.faults.script = script(&[reply, reply]);
         },
     )
     .await;
@@ -320,9 +334,8 @@ async fn a_paused_account_pauses_the_queue_and_it_resumes_without_bouncing() {
         queued_id(&rig.send(&format!("p{i}")).await);
     }
     rig.wait_for("the pause", |r| {
-        run_text(&r.spool(), Action::List)
-            .unwrap()
-            .contains("QUEUE PAUSED")
+        let list = run_text(&r.spool(), Action::List).unwrap();
+        list.contains("QUEUE PAUSED") && list.contains(&format!("({class})"))
     })
     .await;
     let d = rig.wait_delivered(3).await;

@@ -69,3 +69,39 @@ pub(super) fn spool(cx: &mut Ctx<'_>, raw: &RawSpool) -> Option<Settings> {
         pause_probe: Duration::from_millis(probe),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    fn errors(text: &str) -> Vec<crate::config::Diagnostic> {
+        match crate::config::load_str(Path::new("/etc/dkim-relay/config.toml"), text) {
+            Ok(_) => panic!("loaded"),
+            Err(d) => d,
+        }
+    }
+
+    #[test]
+    fn spool_errors_name_the_key_and_line() {
+        let d = errors("[spool]\ndir = \"/x\"\nmode = \"sometimes\"\nretry_initial_ms = 5\n");
+        assert!(
+            d.iter().any(|d| d.key == "spool.mode"
+                && d.line == Some(3)
+                && d.message.contains("on-defer")),
+            "{d:?}"
+        );
+        assert!(
+            d.iter()
+                .any(|d| d.key == "spool.retry_initial_ms" && d.message.contains("between 10 and")),
+            "{d:?}"
+        );
+        let d = errors("[spool]\nmode = \"always\"\n");
+        assert!(
+            d.iter()
+                .any(|d| d.key == "spool" && d.message.contains("needs `dir`")),
+            "{d:?}"
+        );
+        let d = errors("[spool]\ndir = \"/x\"\nretry_initial_ms = 1000\nretry_max_ms = 100\n");
+        assert!(d.iter().any(|d| d.key == "spool.retry_max_ms"), "{d:?}");
+    }
+}

@@ -105,7 +105,7 @@ pub fn run_text(dir: &Path, action: Action) -> anyhow::Result<String> {
             let mut rows = Vec::new();
             for (area, ids) in [(Area::Active, &active), (Area::Queue, &queued)] {
                 for id in ids {
-                    let Ok((meta, _)) = store.read(area, id) else {
+                    let Ok(meta) = store.meta(area, id) else {
                         rows.push(format!(
                             "{id}  (unreadable or torn; delivery will move it to corrupt/)"
                         ));

@@ -288,6 +288,29 @@ impl Store {
         Ok((meta, bytes))
     }
 
+    /// A message's envelope from its first two lines, without reading or verifying the body
+    /// (for `queue list`; delivery always verifies the whole file).
+    pub fn meta(&self, area: Area, id: &str) -> Result<Meta, ReadError> {
+        use std::io::{BufRead, BufReader};
+        let f = match File::open(self.msg(area, id)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(ReadError::Missing),
+            Err(e) => return Err(ReadError::Io(e)),
+        };
+        let mut r = BufReader::new(f);
+        let mut magic = Vec::new();
+        r.read_until(b'\n', &mut magic).map_err(ReadError::Io)?;
+        if magic != MAGIC {
+            return Err(ReadError::Torn(
+                "the file does not start with the spool header".into(),
+            ));
+        }
+        let mut line = Vec::new();
+        r.read_until(b'\n', &mut line).map_err(ReadError::Io)?;
+        serde_json::from_slice(&line)
+            .map_err(|e| ReadError::Torn(format!("bad envelope line: {e}")))
+    }
+
     /// The ids in a folder, oldest first.
     pub fn list(&self, area: Area) -> io::Result<Vec<String>> {
         let mut ids = Vec::new();

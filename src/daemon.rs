@@ -11,9 +11,15 @@
 //! when `[reload] watch = true`; a reload may turn watching on or off). Nothing here waits for
 //! signals: the caller decides when to [`Running::reload`] and [`Running::shutdown`].
 //!
+//! With `[spool]`, [`start`] also opens the spool (recovering it after a crash: uncommitted
+//! files dropped, messages that were in flight requeued) before the relay accepts anything,
+//! and starts its delivery worker.
+//!
 //! Invariants: a failed start leaves nothing running (whatever was started is dropped, which
 //! closes it); [`Running::shutdown`] drains the relay (transactions in flight finish within the
-//! grace period), closes the upstream pool, stops the watcher, then stops the simulator.
+//! grace period) while the spool's worker lets its deliveries in flight finish within the same
+//! grace period and leaves the rest queued, closes the upstream pool, stops the watcher, then
+//! stops the simulator.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -27,6 +33,7 @@ use crate::relay::protocol::RelayProtocol;
 use crate::server::{self, Listener, Mode, Stopped};
 use crate::sim::config::{SimSettings, TlsSource};
 use crate::sim::{RunningSim, SimError};
+use crate::spool;
 
 /// Why a relay or a simulator did not start. Nothing is left running.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +56,9 @@ pub enum StartError {
     /// The standalone simulator could not start.
     #[error(transparent)]
     Simulator(#[from] SimError),
+    /// The spool directory could not be opened or recovered.
+    #[error("cannot open the spool {0}")]
+    Spool(String),
 }
 
 /// Where a started relay listens.
@@ -78,6 +88,10 @@ pub struct Running {
     server: server::Handle,
     watcher: tokio::task::JoinHandle<()>,
     simulator: Option<RunningSim>,
+    /// The spool's delivery worker, with `[spool]`.
+    spool: Option<spool::Worker>,
+    /// `server.shutdown_grace`, for the worker's drain.
+    grace: std::time::Duration,
 }
 
 impl std::fmt::Debug for Running {
@@ -110,7 +124,21 @@ impl Running {
     /// Stops accepting, lets transactions in flight finish within the grace period, closes the
     /// upstream pool, stops the watcher, then the embedded simulator; says what was cut.
     pub async fn shutdown(mut self) -> Stopped {
-        let stopped = self.server.shutdown().await;
+        let worker = self.spool.take();
+        let grace = self.grace;
+        let worker = async move {
+            match worker {
+                Some(w) => w.shutdown(grace).await,
+                None => 0,
+            }
+        };
+        let (stopped, cut) = tokio::join!(self.server.shutdown(), worker);
+        if cut > 0 {
+            tracing::warn!(
+                cut,
+                "spool deliveries cut at the end of the grace period; they are retried at the next start"
+            );
+        }
         self.watcher.abort();
         if let Some(sim) = self.simulator.take() {
             sim.shutdown().await;
@@ -125,6 +153,9 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         self.watcher.abort();
+        if let Some(w) = &self.spool {
+            w.abort();
+        }
     }
 }
 
@@ -186,6 +217,8 @@ pub async fn start_with(
             Mode::ImplicitTls => addrs.implicit_tls.push(a),
         }
     }
+    let spool_settings = snapshot.spool.clone();
+    let grace = snapshot.server.shutdown_grace;
     let bound: Vec<SocketAddr> = addrs
         .smtp
         .iter()
@@ -203,7 +236,24 @@ pub async fn start_with(
     if let Some(lookup) = options.lookup {
         live = live.with_lookup(lookup);
     }
-    let protocol = RelayProtocol::new(live.relay_settings(), Relay::new());
+    let (relay, worker) = match spool_settings {
+        None => (Relay::new(), None),
+        Some(settings) => {
+            let opened = spool::Store::open(&settings.dir)
+                .and_then(|store| spool::Worker::open(Arc::new(store)))
+                .map_err(|e| StartError::Spool(format!("{}: {e}", settings.dir.display())))?;
+            let (intake, pending) = opened;
+            tracing::info!(dir = %settings.dir.display(), mode = settings.mode.name(), "spool open");
+            let relay = Relay::with_spool(Some(intake));
+            let source = crate::relay::SpoolSource {
+                relay: Arc::clone(&relay),
+                current: live.relay_settings(),
+                initial: Arc::new(settings),
+            };
+            (relay, Some(pending.start(Arc::new(source))))
+        }
+    };
+    let protocol = RelayProtocol::new(live.relay_settings(), relay);
     let server = server::spawn(listeners, Arc::new(protocol));
     let watcher = config::watch::spawn(live.clone());
     Ok(Running {
@@ -212,6 +262,8 @@ pub async fn start_with(
         server,
         watcher,
         simulator,
+        spool: worker,
+        grace,
     })
 }
 

@@ -29,7 +29,10 @@
 //!   shell, SES's rules and rewrites, the outbox, the DKIM/SPF/DMARC verdict
 //!   ([`sim::verdict`]), the embedded mode ([`sim::embedded`]), live faults ([`sim::fault`]) and
 //!   the recorder of what it saw ([`sim::record`]). [`doctor`]: checks of the
-//!   published DNS records and their printing.
+//!   published DNS records and their printing. [`spool`]: the durable queue (commit with
+//!   fsync and a checksummed marker, retry schedule, background delivery that pauses on
+//!   account-level SES answers, dead-letter); [`upstream::reply_class`] says what each SES
+//!   answer affects.
 //! - **core** (sans-IO) — [`smtp`]: framing ([`smtp::codec`]), commands with typed errors,
 //!   replies, the relay's session state machine, the SASL PLAIN/LOGIN steps ([`smtp::sasl`])
 //!   and the envelope. [`message`]: the header section as spans, header From (the strict,
@@ -63,6 +66,7 @@ pub mod server;
 pub mod ses_password;
 pub mod sim;
 pub mod smtp;
+pub mod spool;
 pub mod tls;
 pub mod upstream;
 pub mod users;

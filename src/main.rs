@@ -89,6 +89,36 @@ enum Command {
         #[command(subcommand)]
         action: OutboxAction,
     },
+    /// Operate the spool (`[spool]`): list, show, retry, delete queued messages; list the
+    /// dead-letter folder. Safe while the relay runs.
+    Queue {
+        #[arg(long, default_value = "config.toml", global = true)]
+        config: PathBuf,
+        /// The spool folder (instead of `[spool] dir` from the configuration).
+        #[arg(long, global = true)]
+        dir: Option<PathBuf>,
+        #[command(subcommand)]
+        action: QueueAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum QueueAction {
+    /// One line per queued message: id, age, size, attempts, next try, envelope, last reply.
+    List,
+    /// One message: envelope, retry state, headers.
+    Show { id: String },
+    /// Make a queued message (or, from dead/, a dead-lettered one) due now; `--all`: every
+    /// queued message, and lift a pause.
+    Retry {
+        id: Option<String>,
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+    },
+    /// Delete a message from the queue or dead/ (refused while it is being delivered).
+    Delete { id: String },
+    /// The dead-letter folder (and corrupt spool files) with their reasons.
+    Dead,
 }
 
 #[derive(Subcommand)]
@@ -121,5 +151,27 @@ fn main() -> ExitCode {
             OutboxAction::List => dkim_relay::cli::outbox::list(&dir, json),
             OutboxAction::Show { id } => dkim_relay::cli::outbox::show(&dir, &id, json),
         },
+        Command::Queue {
+            config,
+            dir,
+            action,
+        } => {
+            use dkim_relay::cli::queue::{Action, run};
+            let action = match action {
+                QueueAction::List => Action::List,
+                QueueAction::Show { id } => Action::Show(id),
+                QueueAction::Retry {
+                    id: None,
+                    all: false,
+                } => {
+                    eprintln!("error: `queue retry` needs an ID or --all");
+                    return ExitCode::from(2);
+                }
+                QueueAction::Retry { id, .. } => Action::Retry(id),
+                QueueAction::Delete { id } => Action::Delete(id),
+                QueueAction::Dead => Action::Dead,
+            };
+            run(&config, dir.as_deref(), action)
+        }
     }
 }

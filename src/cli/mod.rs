@@ -47,6 +47,7 @@ pub fn write_stdout(args: std::fmt::Arguments<'_>, newline: bool) {
 }
 
 pub mod outbox;
+pub mod queue;
 pub mod serve;
 
 pub use serve::{serve, ses_sim};

@@ -69,5 +69,6 @@ pub fn relay_settings(snapshot: &Snapshot) -> Settings {
             endpoint: snapshot.upstream.endpoint.clone(),
         },
         max_bytes_in_flight: s.max_bytes_in_flight,
+        spool: snapshot.spool.clone().map(Arc::new),
     }
 }

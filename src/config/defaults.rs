@@ -145,6 +145,47 @@ pub mod dns {
     pub const PORT: u16 = 53;
 }
 
+/// `[spool]`.
+pub mod spool {
+    use super::Range;
+    pub const MODE: &str = "on-defer";
+    /// Keep this much free on the spool's file system: a full disk must refuse (452), not
+    /// write torn files or starve the logs.
+    pub const MIN_FREE_MB: Range = Range {
+        default: 256,
+        min: 0,
+        max: 1 << 40,
+        unit: "megabytes",
+    };
+    /// First retry after a minute, doubling to an hour (AWS: backoff with jitter).
+    pub const RETRY_INITIAL_MS: Range = Range {
+        default: 60_000,
+        min: 10,
+        max: 3_600_000,
+        unit: "milliseconds",
+    };
+    pub const RETRY_MAX_MS: Range = Range {
+        default: 3_600_000,
+        min: 10,
+        max: 86_400_000,
+        unit: "milliseconds",
+    };
+    /// Two days, AWS's guidance for SES clients; then the dead-letter folder.
+    pub const MAX_AGE_SECS: Range = Range {
+        default: 172_800,
+        min: 1,
+        max: 30 * 86_400,
+        unit: "seconds",
+    };
+    /// While SES refuses the account, one message probes this often.
+    pub const PAUSE_PROBE_MS: Range = Range {
+        default: 60_000,
+        min: 10,
+        max: 3_600_000,
+        unit: "milliseconds",
+    };
+}
+
 /// `[domains."…"]` (the signed-header defaults are the signer's: `dkim::domain`).
 pub mod domains {
     pub const ENVELOPE_LOCAL_PART: &str = "keep";
@@ -296,6 +337,12 @@ pub fn documented() -> Vec<(&'static str, &'static str, String)> {
         ),
         ("reload", "key_max_age_days", d(reload::KEY_MAX_AGE_DAYS)),
         ("dns", "timeout_secs", d(dns::TIMEOUT_SECS)),
+        ("spool", "mode", q(spool::MODE)),
+        ("spool", "min_free_mb", d(spool::MIN_FREE_MB)),
+        ("spool", "retry_initial_ms", d(spool::RETRY_INITIAL_MS)),
+        ("spool", "retry_max_ms", d(spool::RETRY_MAX_MS)),
+        ("spool", "max_age_secs", d(spool::MAX_AGE_SECS)),
+        ("spool", "pause_probe_ms", d(spool::PAUSE_PROBE_MS)),
         (
             "domains",
             "envelope_local_part",

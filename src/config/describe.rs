@@ -160,6 +160,20 @@ min_data_rate_window_secs = {window}
             None => out.push_str("# nameserver: the system resolver (resolv.conf)\n"),
         }
         out.push_str(&format!("timeout_secs = {}\n", self.dns.timeout.as_secs()));
+        match &self.spool {
+            None => out.push_str("\n# [spool]: none (pass-through)\n"),
+            Some(s) => out.push_str(&format!(
+                "\n[spool]\ndir = \"{}\"\nmode = \"{}\"\nmin_free_mb = {}\nretry_initial_ms = {}\n\
+                 retry_max_ms = {}\nmax_age_secs = {}\npause_probe_ms = {}\n",
+                s.dir.display(),
+                s.mode.name(),
+                s.min_free_bytes / (1024 * 1024),
+                s.retry_initial.as_millis(),
+                s.retry_max.as_millis(),
+                s.max_age.as_secs(),
+                s.pause_probe.as_millis()
+            )),
+        }
         for d in self.domains.values() {
             out.push_str(&format!("\n[domains.\"{}\"]\n", d.name));
             out.push_str(&format!("mail_from = \"{}\"\n", d.envelope.mail_from));

@@ -156,6 +156,8 @@ pub struct Snapshot {
     pub reload: ReloadSettings,
     pub dns: ResolverSettings,
     pub domains: Domains,
+    /// `[spool]`; `None`: pass-through.
+    pub spool: Option<crate::spool::Settings>,
     /// Every file this snapshot was built from, the configuration file first: key files, the
     /// listener's certificate and key, the upstream's `ca_file` and `password_file`, the
     /// simulator's files. The watcher polls exactly these.

@@ -24,6 +24,23 @@ pub struct RawConfig {
     pub dns: RawDns,
     #[serde(default)]
     pub domains: BTreeMap<String, RawDomain>,
+    /// `[spool]`: absent = pass-through.
+    #[serde(default)]
+    pub spool: Option<RawSpool>,
+}
+
+/// `[spool]`: the durable queue.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawSpool {
+    pub dir: Option<String>,
+    /// `"on-defer"` or `"always"`.
+    pub mode: Option<String>,
+    pub min_free_mb: Option<u64>,
+    pub retry_initial_ms: Option<u64>,
+    pub retry_max_ms: Option<u64>,
+    pub max_age_secs: Option<u64>,
+    pub pause_probe_ms: Option<u64>,
 }
 
 /// `[reload]`: how configuration and key changes are picked up, and key rotation policy.

@@ -51,6 +51,13 @@ pub fn changes_needing_restart(running: &Snapshot, fresh: &Snapshot) -> Vec<Diag
             format!("changed from {} to {}", addrs(&was), addrs(&now)),
         );
     }
+    let spool_dir = |s: &Snapshot| s.spool.as_ref().map(|s| s.dir.clone());
+    if spool_dir(running) != spool_dir(fresh) {
+        refuse(
+            "spool.dir",
+            "changed (the spool and its worker are set up at start-up)".into(),
+        );
+    }
     match (&running.upstream.target, &fresh.upstream.target) {
         (UpstreamTarget::Remote(_), UpstreamTarget::Remote(_)) => {}
         (UpstreamTarget::Simulator(a), UpstreamTarget::Simulator(b)) => {

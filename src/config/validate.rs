@@ -18,6 +18,7 @@ mod dns;
 mod domains;
 mod reload;
 mod server;
+mod spool;
 mod upstream;
 
 use dns::dns;
@@ -154,6 +155,7 @@ pub(super) fn resolve(file: &Path, text: &str, raw: RawConfig) -> LoadResult {
     let profile = upstream.as_ref().map(|u| u.profile).unwrap_or(Profile::Ses);
     let reload = reload(&mut cx, &raw.reload);
     let dns = dns(&mut cx, &raw.dns);
+    let spool = raw.spool.as_ref().and_then(|s| spool::spool(&mut cx, s));
     let mut domains = Domains::default();
     if raw.domains.is_empty() {
         cx.error(
@@ -214,6 +216,7 @@ pub(super) fn resolve(file: &Path, text: &str, raw: RawConfig) -> LoadResult {
             reload,
             dns,
             domains,
+            spool,
             files: cx.files,
             warnings: cx.found,
         }),

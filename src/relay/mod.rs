@@ -9,8 +9,9 @@
 //! - [`settings`] — everything the relay reads, built by `config` and swapped whole by a reload
 //!   (a connection keeps the settings it was accepted with).
 //!
-//! Long-lived state ([`Relay`]: the upstream pool and the bytes-in-flight budget) outlives
-//! reloads; settings do not.
+//! Long-lived state ([`Relay`]: the upstream pool, the bytes-in-flight budget, the spool's
+//! intake) outlives reloads; settings do not. [`SpoolSource`] lets the spool's worker use the
+//! relay's pool and settings in force without the spool importing the relay.
 
 pub mod pipeline;
 pub mod protocol;
@@ -18,3 +19,33 @@ pub mod settings;
 
 pub use pipeline::{ClientInfo, Relay};
 pub use settings::Settings;
+
+use std::sync::Arc;
+
+use crate::upstream::pool::Pool;
+
+/// What the spool's worker reads from the running relay: the `[spool]` settings and the
+/// upstream pool in force (so a reload applies to queued mail too).
+pub struct SpoolSource {
+    pub relay: Arc<Relay>,
+    pub current: settings::Current,
+    /// The settings the relay started with, for the (refused) case of a reload without
+    /// `[spool]`.
+    pub initial: Arc<crate::spool::Settings>,
+}
+
+impl crate::spool::Source for SpoolSource {
+    fn settings(&self) -> Arc<crate::spool::Settings> {
+        let current = self.current.borrow().spool.clone();
+        current.unwrap_or_else(|| Arc::clone(&self.initial))
+    }
+
+    fn pool(&self) -> Result<Arc<Pool>, String> {
+        let settings = Arc::clone(&self.current.borrow());
+        self.relay.pool_for(&settings)
+    }
+
+    fn concurrency(&self) -> usize {
+        self.current.borrow().upstream.pool.pool_size
+    }
+}

@@ -2,8 +2,16 @@
 //! header From → domain → SES header policy → envelope rewrite → DKIM signature → upstream →
 //! the upstream's reply back to the client.
 //!
-//! Fail closed: any failure to sign is a 451 and nothing is sent. The client only ever gets
-//! a 250 when the upstream said 250, and then it gets the upstream's own text (SES message id).
+//! Fail closed: any failure to sign is a 451 and nothing is sent. Without a spool the client
+//! only ever gets a 250 when the upstream said 250, and then it gets the upstream's own text
+//! (SES message id).
+//!
+//! With `[spool]` the signed message may be committed instead ([`crate::spool`]): in `always`
+//! mode before any attempt, in `on-defer` mode when SES's answer is not final for the message
+//! (anything temporary or account-level, or no answer; [`ReplyClass::is_final`]). The client
+//! then gets `250 2.0.0 Ok: queued as <id>` — only after the commit is on stable storage — or
+//! `452 4.3.1` / `451 4.3.0` when the spool cannot take it. SES's 250 and its message-level 5xx
+//! still reach the client verbatim in `on-defer` mode.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -15,7 +23,10 @@ use crate::dkim::signer;
 use crate::message;
 use crate::smtp::envelope::Envelope;
 use crate::smtp::reply::Reply;
+use crate::spool::store::{self, CommitError, Meta, State};
+use crate::spool::{self as spool, Intake, Mode};
 use crate::upstream::pool::{Delivery, Pool};
+use crate::upstream::reply_class::{ReplyClass, Scope};
 use crate::upstream::{UpstreamError, ses_message_id};
 
 /// Who sent a message, for the log line.
@@ -33,13 +44,21 @@ pub struct Relay {
     /// Message bytes held by every connection of this relay (kept across reloads, which only
     /// change its limit).
     budget: ByteBudget,
+    /// The spool's way in, when `[spool]` is configured (set up once, at start).
+    spool: Option<Intake>,
 }
 
 impl Relay {
     pub fn new() -> Arc<Relay> {
+        Relay::with_spool(None)
+    }
+
+    /// A relay that commits to `spool` as its settings' `[spool]` mode says.
+    pub fn with_spool(spool: Option<Intake>) -> Arc<Relay> {
         Arc::new(Relay {
             pool: Mutex::new(None),
             budget: ByteBudget::new(usize::MAX),
+            spool,
         })
     }
 
@@ -53,7 +72,7 @@ impl Relay {
     }
 
     /// The pool for these settings' upstream, reusing the current one when nothing changed.
-    fn pool_for(&self, settings: &Settings) -> Result<Arc<Pool>, String> {
+    pub fn pool_for(&self, settings: &Settings) -> Result<Arc<Pool>, String> {
         // The endpoint was resolved once, when the relay started (for the embedded simulator,
         // its own listener); it rides in every settings value a reload builds.
         let endpoint = settings
@@ -149,14 +168,59 @@ impl Relay {
         let parts = outgoing.parts();
         let rcpts: Vec<String> = envelope.rcpts.iter().map(|r| r.address()).collect();
 
-        let pool = match self.pool_for(snapshot) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(conn = client.conn_id, error = %e, "upstream unusable");
-                return Reply::new(451, "4.4.0", "Upstream unavailable; try again later");
-            }
+        let spool = match (&snapshot.spool, &self.spool) {
+            (Some(s), Some(i)) => Some((s.as_ref(), i)),
+            _ => None,
         };
-        let (reply, upstream_text) = match pool.deliver(&envelope_from, &rcpts, &parts).await {
+        let delivery = match spool {
+            // `always`, or `on-defer` while SES refuses the account: straight to the spool.
+            Some((settings, intake)) if settings.mode == Mode::Always || intake.paused() => None,
+            _ => Some(match self.pool_for(snapshot) {
+                Ok(pool) => pool.deliver(&envelope_from, &rcpts, &parts).await,
+                Err(e) => {
+                    tracing::error!(conn = client.conn_id, error = %e, "upstream unusable");
+                    if spool.is_none() {
+                        return Reply::new(451, "4.4.0", "Upstream unavailable; try again later");
+                    }
+                    Delivery::Failed(UpstreamError::Closed)
+                }
+            }),
+        };
+        // The spool takes what SES did not settle (or everything, in `always` mode).
+        if let Some((settings, intake)) = spool {
+            let unsettled = delivery
+                .as_ref()
+                .map(|d| (ReplyClass::of(d), outcome_text(d)))
+                .filter(|(class, _)| !class.is_final());
+            if delivery.is_none() || unsettled.is_some() {
+                let upstream_text = unsettled
+                    .as_ref()
+                    .map_or_else(|| "not tried".to_string(), |(_, t)| t.clone());
+                let (reply, queue_id) =
+                    commit(intake, settings, &envelope_from, &rcpts, &parts, unsettled).await;
+                tracing::info!(
+                    conn = client.conn_id,
+                    client = %client.addr,
+                    from_domain = %prepared.author.domain,
+                    d = %domain.name,
+                    s = %selectors.join(","),
+                    mail_from = %envelope_from,
+                    size = outgoing.len(),
+                    rcpts = rcpt_count,
+                    mode = settings.mode.name(),
+                    queue_id = %queue_id,
+                    upstream = %upstream_text,
+                    reply = %reply.one_line(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "message spooled"
+                );
+                return reply;
+            }
+        }
+        let Some(delivery) = delivery else {
+            return Reply::new(451, "4.3.0", "Temporary failure; try again later");
+        };
+        let (reply, upstream_text) = match delivery {
             Delivery::Answered { reply, .. } => {
                 let text = reply.one_line();
                 // A 421 says the *upstream* is closing its connection; passed on, it would tell
@@ -194,6 +258,80 @@ impl Relay {
             "message relayed"
         );
         reply
+    }
+}
+
+/// The upstream's answer (or the failure) as one line, for logs and the spool's state.
+fn outcome_text(d: &Delivery) -> String {
+    match d {
+        Delivery::Answered { reply, .. } => reply.one_line(),
+        Delivery::Failed(e) => format!("no answer: {e}"),
+    }
+}
+
+/// Commits the signed message and returns the client's reply and the queue id (empty when the
+/// spool refused). `unsettled`: SES's answer to the attempt just made (`on-defer`), which sets
+/// the first retry; `None` (`always`): due now.
+async fn commit(
+    intake: &Intake,
+    settings: &spool::Settings,
+    mail_from: &str,
+    rcpts: &[String],
+    parts: &[&[u8]],
+    unsettled: Option<(ReplyClass, String)>,
+) -> (Reply, String) {
+    let now = store::now_ms();
+    let mut state = State {
+        next_attempt_ms: now,
+        ..State::default()
+    };
+    if let Some((class, text)) = unsettled {
+        // An account-level answer pauses the queue at the worker's first try; a message-level
+        // one counts as the first attempt.
+        if class.scope() == Scope::Message {
+            state.attempts = 1;
+            let delay = spool::retry::backoff(settings, 1, rand::random::<f64>());
+            state.next_attempt_ms = now + delay.as_millis() as u64;
+        }
+        state.last_class = Some(class.name().to_string());
+        state.last_reply = Some(text);
+    }
+    let data: Vec<u8> = parts.concat();
+    let meta = Meta {
+        id: store::new_id(),
+        created_ms: now,
+        mail_from: mail_from.to_string(),
+        rcpts: rcpts.to_vec(),
+        size: data.len(),
+    };
+    let id = meta.id.clone();
+    match intake
+        .commit(meta, data, state, settings.min_free_bytes)
+        .await
+    {
+        Ok(()) => (Reply::new(250, "2.0.0", format!("Ok: queued as {id}")), id),
+        Err(CommitError::Full { free, floor }) => {
+            tracing::error!(free, floor, dir = %settings.dir.display(), "spool: free space below the floor; refusing messages");
+            (
+                Reply::new(
+                    452,
+                    "4.3.1",
+                    "Insufficient system storage: the relay's spool is full; try again later",
+                ),
+                String::new(),
+            )
+        }
+        Err(CommitError::Io(e)) => {
+            tracing::error!(error = %e, dir = %settings.dir.display(), "spool: cannot commit a message");
+            (
+                Reply::new(
+                    451,
+                    "4.3.0",
+                    "Temporary failure: the relay could not queue the message; try again later",
+                ),
+                String::new(),
+            )
+        }
     }
 }
 

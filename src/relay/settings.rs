@@ -33,6 +33,8 @@ pub struct Settings {
     pub upstream: UpstreamSettings,
     /// Message bytes all connections may hold at once ([`crate::budget`]).
     pub max_bytes_in_flight: usize,
+    /// `[spool]`; `None`: pass-through (the upstream's reply goes to the client).
+    pub spool: Option<Arc<crate::spool::Settings>>,
 }
 
 /// Per-session rules of the relay protocol.

@@ -10,6 +10,7 @@
 pub mod client;
 pub mod framing;
 pub mod pool;
+pub mod reply_class;
 pub mod settings;
 
 use std::sync::Arc;

@@ -27,7 +27,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("assembly", &["main", "cli", "daemon", "config"]),
     (
         "services",
-        &["server", "relay", "upstream", "sim", "doctor"],
+        &["server", "relay", "upstream", "sim", "doctor", "spool"],
     ),
     ("core", &["smtp", "message", "dkim", "dns"]),
     (

@@ -13,7 +13,9 @@
 //!   differential suite against Python), `hardening`, `hardening2` and `hardening_config`
 //!   (issue 13), `keygen_dns`, `layering` (reads
 //!   `src/`: imports point down), `parsers_proptest`, `relay_e2e`, `relay_sim`, `reload`,
-//!   `sim_dkim`, `sim_interop`, `sim_smtp`, `tenant` (issue 9: tenant binding).
+//!   `sim_dkim`, `sim_interop`, `sim_smtp`, `spool` (the durable queue against the simulator),
+//!   `spool_crash` (`kill -9` of the relay binary during a stream), `tenant` (issue 9: tenant
+//!   binding).
 
 mod support;
 
@@ -32,4 +34,6 @@ mod reload;
 mod sim_dkim;
 mod sim_interop;
 mod sim_smtp;
+mod spool;
+mod spool_crash;
 mod tenant;

@@ -84,7 +84,7 @@ pub(super) fn upstream(
         default::MAX_WAIT_SECS,
     );
     let max_send_rate = match raw.max_send_rate.unwrap_or(default::MAX_SEND_RATE) {
-        r if r == 0.0 => None,
+        0.0 => None,
         r if (1.0..=default::MAX_SEND_RATE_LIMIT).contains(&r) => Some(SendRate(r)),
         r => {
             cx.error(

@@ -24,11 +24,14 @@
 //! - **services** — [`server`]: the one SMTP server shell (listeners, connection limits,
 //!   STARTTLS, timeouts, pregreet, pipelining, DATA, drain) that every protocol runs on.
 //!   [`relay`]: the relay's protocol, its per-message pipeline and its settings.
-//!   [`upstream`]: the SES client — TLS + AUTH, the pool, [`upstream::framing`] (dot-stuffing on
-//!   the fly), [`upstream::settings`]. [`sim`]: the SES SMTP simulator — its protocol on the
+//!   [`upstream`]: the SES client — TLS + AUTH, the pool that grows with demand
+//!   ([`upstream::pool`]), pacing to the account's send rate ([`upstream::pace`]),
+//!   [`upstream::framing`] (dot-stuffing on the fly), [`upstream::settings`]. [`sim`]: the SES SMTP simulator — its protocol on the
 //!   shell, SES's rules and rewrites, the outbox, the DKIM/SPF/DMARC verdict
 //!   ([`sim::verdict`]), the embedded mode ([`sim::embedded`]). [`doctor`]: checks of the
-//!   published DNS records and their printing.
+//!   published DNS records and their printing. [`dmarc_report`]: receivers' DMARC aggregate
+//!   reports read (XML, gzip, zip, email) and explained in this setup's terms
+//!   ([`dmarc_report::analysis`]); `cli::dmarc_report` prints them.
 //! - **core** (sans-IO) — [`smtp`]: framing ([`smtp::codec`]), commands with typed errors,
 //!   replies, the relay's session state machine, the SASL PLAIN/LOGIN steps ([`smtp::sasl`])
 //!   and the envelope. [`message`]: the header section as spans, header From, the SES header
@@ -47,6 +50,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod dkim;
+pub mod dmarc_report;
 pub mod dns;
 pub mod doctor;
 pub mod domain_name;

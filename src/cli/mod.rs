@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use crate::config::{self, Diagnostic, Severity};
 
+pub mod dmarc_report;
 pub mod outbox;
 pub mod serve;
 

@@ -27,7 +27,14 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("assembly", &["main", "cli", "daemon", "config"]),
     (
         "services",
-        &["server", "relay", "upstream", "sim", "doctor"],
+        &[
+            "server",
+            "relay",
+            "upstream",
+            "sim",
+            "doctor",
+            "dmarc_report",
+        ],
     ),
     ("core", &["smtp", "message", "dkim", "dns"]),
     (

@@ -9,13 +9,14 @@
 //!   one SMTP client (relay and simulator tests alike); [`support::sim`] drives the SES
 //!   simulator; [`support::dns_server`] is an authoritative DNS server on 127.0.0.1 for
 //!   `doctor` and `require_published`.
-//! - one module per area: `cli`, `doctor`, `hardening`, `keygen_dns`, `layering` (reads
-//!   `src/`: imports point down), `parsers_proptest`, `relay_e2e`, `relay_sim`, `reload`,
-//!   `sim_dkim`, `sim_interop`, `sim_smtp`.
+//! - one module per area: `cli`, `dmarc_report`, `doctor`, `hardening`, `keygen_dns`,
+//!   `layering` (reads `src/`: imports point down), `pacing`, `parsers_proptest`, `pool`,
+//!   `relay_e2e`, `relay_sim`, `reload`, `sim_dkim`, `sim_interop`, `sim_smtp`.
 
 mod support;
 
 mod cli;
+mod dmarc_report;
 mod doctor;
 mod hardening;
 mod keygen_dns;

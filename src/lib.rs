@@ -24,15 +24,18 @@
 //! - **services** — [`server`]: the one SMTP server shell (listeners, connection limits,
 //!   STARTTLS, timeouts, pregreet, pipelining, DATA, drain) that every protocol runs on.
 //!   [`relay`]: the relay's protocol, its per-message pipeline and its settings.
-//!   [`upstream`]: the SES client — TLS + AUTH, the pool, [`upstream::framing`] (dot-stuffing on
-//!   the fly), [`upstream::settings`]. [`sim`]: the SES SMTP simulator — its protocol on the
+//!   [`upstream`]: the SES client — TLS + AUTH, the pool that grows with demand
+//!   ([`upstream::pool`]), pacing to the account's send rate ([`upstream::pace`]),
+//!   [`upstream::framing`] (dot-stuffing on the fly), [`upstream::settings`]. [`sim`]: the SES SMTP simulator — its protocol on the
 //!   shell, SES's rules and rewrites, the outbox, the DKIM/SPF/DMARC verdict
 //!   ([`sim::verdict`]), the embedded mode ([`sim::embedded`]), live faults ([`sim::fault`]) and
 //!   the recorder of what it saw ([`sim::record`]). [`doctor`]: checks of the
 //!   published DNS records and their printing. [`spool`]: the durable queue (commit with
 //!   fsync and a checksummed marker, retry schedule, background delivery that pauses on
 //!   account-level SES answers, dead-letter); [`upstream::reply_class`] says what each SES
-//!   answer affects.
+//!   answer affects. [`dmarc_report`]: receivers' DMARC aggregate
+//!   reports read (XML, gzip, zip, email) and explained in this setup's terms
+//!   ([`dmarc_report::analysis`]); `cli::dmarc_report` prints them.
 //! - **core** (sans-IO) — [`smtp`]: framing ([`smtp::codec`]), commands with typed errors,
 //!   replies, the relay's session state machine, the SASL PLAIN/LOGIN steps ([`smtp::sasl`])
 //!   and the envelope. [`message`]: the header section as spans, header From (the strict,
@@ -54,6 +57,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod dkim;
+pub mod dmarc_report;
 pub mod dns;
 pub mod doctor;
 pub mod domain_name;

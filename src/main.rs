@@ -78,6 +78,17 @@ enum Command {
         #[arg(long, default_value = "sim.toml")]
         config: PathBuf,
     },
+    /// Explain DMARC aggregate reports (XML, .gz, .zip or the .eml they came in): per day and
+    /// source, messages, DKIM/SPF results and alignment, disposition, and the cause of each
+    /// failure in this relay's setup.
+    DmarcReport {
+        /// Report files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Read the simulator's outbox: what was delivered, with the DKIM/SPF/DMARC verdict.
     Outbox {
         /// The outbox folder.
@@ -147,6 +158,7 @@ fn main() -> ExitCode {
         Command::Dns { config, format } => dkim_relay::cli::dns(&config, &format),
         Command::Doctor { config, nameserver } => dkim_relay::cli::doctor(&config, nameserver),
         Command::SesSim { config } => dkim_relay::cli::ses_sim(&config),
+        Command::DmarcReport { files, json } => dkim_relay::cli::dmarc_report::run(&files, json),
         Command::Outbox { dir, json, action } => match action {
             OutboxAction::List => dkim_relay::cli::outbox::list(&dir, json),
             OutboxAction::Show { id } => dkim_relay::cli::outbox::show(&dir, &id, json),

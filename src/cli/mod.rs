@@ -46,6 +46,7 @@ pub fn write_stdout(args: std::fmt::Arguments<'_>, newline: bool) {
     }
 }
 
+pub mod dmarc_report;
 pub mod outbox;
 pub mod queue;
 pub mod serve;

@@ -105,8 +105,13 @@ pub mod upstream {
     pub const TLS: &str = "starttls";
     pub const STARTTLS_PORT: u16 = 587;
     pub const IMPLICIT_PORT: u16 = 465;
+    /// Throughput is at most pool_size / transaction latency (SES offers no PIPELINING): 16
+    /// connections at SES's ~100–300 ms per transaction carry 50–160 messages a second, several
+    /// times the default production send rate (14/s), while staying far below the concurrent
+    /// connection count at which SES answers `421 Too many concurrent SMTP connections`. The
+    /// pool opens them only under concurrent demand and closes them when idle.
     pub const POOL_SIZE: Range = Range {
-        default: 4,
+        default: 16,
         min: 1,
         max: 256,
         unit: "",
@@ -116,6 +121,17 @@ pub mod upstream {
     pub const MAX_CONNECTION_AGE_SECS: Range = Range::secs(60, 3600);
     /// SES drops idle connections after about 10 s: close ours well before that.
     pub const IDLE_CLOSE_SECS: Range = Range::secs(8, 3600);
+    /// `max_send_rate` absent or 0: unpaced (SES's own throttling is the limit). Set it to the
+    /// account's rate: SES has no default that fits every account (sandbox 1/s, production
+    /// from 14/s), and a guessed rate either wastes capacity or draws 454s.
+    pub const MAX_SEND_RATE: f64 = 0.0;
+    /// The highest rate accepted (SES raises accounts into the thousands per second).
+    pub const MAX_SEND_RATE_LIMIT: f64 = 100_000.0;
+    /// How long a pass-through client's message may wait for its turn (send rate, a free
+    /// connection): long enough to absorb a burst of 30x the rate at once, far below what SMTP
+    /// clients wait for a reply to DATA (RFC 5321 §4.5.3.2.6 suggests 10 minutes; common
+    /// libraries wait 1–10 minutes), so the client gets a clear 451 4.4.5 instead of its timeout.
+    pub const MAX_WAIT_SECS: Range = Range::secs(30, 600);
     /// `idle_close_secs` at or above this draws a warning under the SES profile.
     pub const SES_IDLE_LIMIT_SECS: u64 = 10;
     pub const CONNECT_TIMEOUT_SECS: Range = Range::secs(10, 3600);
@@ -304,6 +320,12 @@ pub fn documented() -> Vec<(&'static str, &'static str, String)> {
             d(upstream::MAX_CONNECTION_AGE_SECS),
         ),
         ("upstream", "idle_close_secs", d(upstream::IDLE_CLOSE_SECS)),
+        (
+            "upstream",
+            "max_send_rate",
+            (upstream::MAX_SEND_RATE as u64).to_string(),
+        ),
+        ("upstream", "max_wait_secs", d(upstream::MAX_WAIT_SECS)),
         (
             "upstream",
             "connect_timeout_secs",

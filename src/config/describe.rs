@@ -140,6 +140,11 @@ min_data_rate_window_secs = {window}
             u.pool.idle_close.as_secs()
         ));
         out.push_str(&format!(
+            "max_send_rate = {}\nmax_wait_secs = {}\n",
+            u.pool.max_send_rate.map_or(0.0, |r| r.0),
+            u.pool.max_wait.as_secs()
+        ));
+        out.push_str(&format!(
             "connect_timeout_secs = {}\ntls_timeout_secs = {}\ncommand_timeout_secs = {}\ndata_timeout_secs = {}\n",
             u.pool.connect_timeout.as_secs(),
             u.pool.tls_timeout.as_secs(),

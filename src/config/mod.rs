@@ -44,7 +44,7 @@ use crate::message::{EnvelopeRules, Profile};
 use crate::secret::Secret;
 use crate::sim::config::SimSettings;
 use crate::smtp::codec::BareNewline;
-use crate::upstream::settings::{Endpoint, PoolSettings, TlsMode};
+use crate::upstream::settings::{Endpoint, PoolSettings, SendRate, TlsMode};
 use raw::RawConfig;
 
 /// How bad a finding is.

@@ -163,6 +163,10 @@ pub struct RawUpstream {
     pub max_messages_per_connection: Option<u32>,
     pub max_connection_age_secs: Option<u64>,
     pub idle_close_secs: Option<u64>,
+    /// The SES account's maximum send rate (recipients per second); absent or 0: unpaced.
+    pub max_send_rate: Option<f64>,
+    /// How long a pass-through message waits for its turn upstream.
+    pub max_wait_secs: Option<u64>,
     pub connect_timeout_secs: Option<u64>,
     pub tls_timeout_secs: Option<u64>,
     pub command_timeout_secs: Option<u64>,

@@ -349,6 +349,13 @@ fn failure_reply(e: &UpstreamError) -> Reply {
             "4.7.5",
             "Could not establish verified TLS with the upstream; try again later",
         ),
+        // RFC 3463 X.4.5 "mail system congestion": nothing was sent; 451 is a reply DATA may
+        // get (RFC 5321 §4.3.2), unlike SES's own 454, so every client library retries it.
+        UpstreamError::Congested(_) => Reply::new(
+            451,
+            "4.4.5",
+            "Upstream congested (send rate or busy connections); try again later",
+        ),
         UpstreamError::Timeout(_) => {
             Reply::new(451, "4.4.2", "Upstream timed out; try again later")
         }

@@ -6,13 +6,14 @@
 //! commands go one at a time. Every wait has its own timeout from config.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
@@ -45,6 +46,10 @@ pub enum UpstreamError {
     Closed,
     #[error("upstream sent a malformed reply: {0}")]
     Protocol(String),
+    /// No turn to send within the wait allowed (the send rate, or every connection busy);
+    /// nothing was sent.
+    #[error("no turn to send within {0:?} (max_send_rate pacing or every connection busy)")]
+    Congested(Duration),
 }
 
 /// A connected, authenticated upstream session.

@@ -1,5 +1,6 @@
 //! The upstream: the SES SMTP endpoint (or any smarthost), reached over verified TLS with
-//! SMTP credentials, through a small pool of reused connections.
+//! SMTP credentials, through a pool of reused connections that grows with demand up to
+//! `pool_size` and shrinks when idle, paced to the account's send rate ([`pace`]).
 //!
 //! SES closes idle connections after about 10 s and caps messages per connection, so pooled
 //! connections are closed after `idle_close` and rotated after `max_messages_per_connection` or
@@ -9,6 +10,7 @@
 
 pub mod client;
 pub mod framing;
+pub mod pace;
 pub mod pool;
 pub mod reply_class;
 pub mod settings;
@@ -21,7 +23,7 @@ use rustls_pki_types::{CertificateDer, pem::PemObject};
 use crate::smtp::reply::Reply;
 pub use client::UpstreamError;
 pub use pool::Pool;
-pub use settings::{Endpoint, PoolSettings, TlsMode};
+pub use settings::{Endpoint, PoolSettings, SendRate, TlsMode};
 
 /// What the upstream's answer means for the message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

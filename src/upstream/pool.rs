@@ -1,11 +1,29 @@
-//! A pool of authenticated upstream connections, bounded in size, reused across messages.
+//! A pool of authenticated upstream connections that follows demand: bounded by `pool_size`,
+//! reused across messages, paced to the account's send rate.
+//!
+//! Throughput through a pool is at most `pool_size / transaction latency` (SES does not offer
+//! PIPELINING, so a connection carries one transaction at a time). Connections are opened only
+//! when a message finds no idle one and a slot is free, so the pool grows with concurrent
+//! demand up to `pool_size`; idle connections are reused most recently used first, so when
+//! demand falls the surplus stays idle and is closed after `idle_close` (before SES's ~10 s
+//! idle limit), shrinking the pool to what the traffic needs. SES's per-session rules stay:
+//! rotation after `max_messages_per_connection` or `max_connection_age`, and a fresh connection
+//! when SES closes one with 421.
+//!
+//! Every message first takes a slot, then its turn at the [`Pacer`] (the window counts
+//! recipients), then a connection: the time between the pacer's grant and SES's count is one
+//! transaction, so the paced spacing survives to SES. A pass-through message waits at most
+//! `max_wait` for slot and turn together, then fails with [`UpstreamError::Congested`] (nothing
+//! was sent); [`Pool::deliver_within`] lets the spool wait without a limit.
 
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 
 use super::client::{Connection, UpstreamError};
+use super::pace::{self, Pacer};
 use super::settings::{Endpoint, PoolSettings};
 use crate::smtp::reply::Reply;
 
@@ -23,8 +41,10 @@ pub struct Pool {
     settings: PoolSettings,
     tls: Arc<rustls::ClientConfig>,
     helo_name: String,
+    /// Most recently used last.
     idle: Mutex<Vec<Connection>>,
     slots: Semaphore,
+    pacer: Option<Pacer>,
 }
 
 impl Pool {
@@ -36,6 +56,7 @@ impl Pool {
         let tls = super::tls_client_config(endpoint.extra_ca_pem.as_deref())?;
         let pool = Arc::new(Pool {
             slots: Semaphore::new(settings.pool_size),
+            pacer: settings.max_send_rate.map(|r| Pacer::new(r.0)),
             endpoint,
             settings,
             tls,
@@ -51,15 +72,12 @@ impl Pool {
 
     /// Whether this pool serves the given upstream settings (so a reload can keep it).
     pub fn serves(&self, endpoint: &Endpoint, settings: &PoolSettings) -> bool {
-        self.endpoint == *endpoint
-            && self.settings.pool_size == settings.pool_size
-            && self.settings.max_messages_per_connection == settings.max_messages_per_connection
-            && self.settings.max_connection_age == settings.max_connection_age
-            && self.settings.idle_close == settings.idle_close
-            && self.settings.connect_timeout == settings.connect_timeout
-            && self.settings.tls_timeout == settings.tls_timeout
-            && self.settings.command_timeout == settings.command_timeout
-            && self.settings.data_timeout == settings.data_timeout
+        self.endpoint == *endpoint && self.settings == *settings
+    }
+
+    /// The pacer, when `max_send_rate` is set.
+    pub fn pacer(&self) -> Option<&Pacer> {
+        self.pacer.as_ref()
     }
 
     fn usable(&self, c: &Connection) -> bool {
@@ -103,15 +121,44 @@ impl Pool {
         .await
     }
 
-    /// Relays one message: at most `pool_size` at once; one retry on a fresh connection when
-    /// a pooled one proves dead before anything was accepted.
+    /// Relays one message for a waiting client: as [`Pool::deliver_within`], waiting at most
+    /// the configured `max_wait` for a slot and a turn.
+    pub async fn deliver(&self, from: &str, rcpts: &[String], data: &[&[u8]]) -> Delivery {
+        self.deliver_within(from, rcpts, data, Some(self.settings.max_wait))
+            .await
+    }
+
+    /// Relays one message: at most `pool_size` at once, paced to `max_send_rate`; one retry on
+    /// a fresh connection when a pooled one proves dead before anything was accepted.
+    /// `max_wait` bounds the wait for a slot and the pacer's turn together (`None`: no bound);
+    /// past it nothing is sent and the result is [`UpstreamError::Congested`].
     ///
     /// `data` is the unstuffed message as slices, in order (see [`super::framing`]).
-    pub async fn deliver(&self, from: &str, rcpts: &[String], data: &[&[u8]]) -> Delivery {
-        let _slot = match self.slots.acquire().await {
+    pub async fn deliver_within(
+        &self,
+        from: &str,
+        rcpts: &[String],
+        data: &[&[u8]],
+        max_wait: Option<Duration>,
+    ) -> Delivery {
+        let deadline = max_wait.map(|w| Instant::now() + w);
+        let congested = || Delivery::Failed(UpstreamError::Congested(max_wait.unwrap_or_default()));
+        let slot = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, self.slots.acquire()).await {
+                Ok(s) => s,
+                Err(_) => return congested(),
+            },
+            None => self.slots.acquire().await,
+        };
+        let _slot = match slot {
             Ok(s) => s,
             Err(_) => return Delivery::Failed(UpstreamError::Closed),
         };
+        if let Some(pacer) = &self.pacer
+            && pacer.admit(rcpts.len(), deadline).await.is_err()
+        {
+            return congested();
+        }
         let mut pooled = self.take_idle();
         if let Some(c) = pooled.as_mut()
             && c.rset().await.is_err()
@@ -151,6 +198,11 @@ impl Pool {
         }
         match attempt {
             Ok(outcome) => {
+                if let Some(pacer) = &self.pacer
+                    && pace::is_rate_throttling(&outcome.reply)
+                {
+                    pacer.throttled();
+                }
                 // A 421 means the server is closing this connection.
                 if outcome.reply.code == 421 {
                     tokio::spawn(conn.quit());

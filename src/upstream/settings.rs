@@ -31,8 +31,8 @@ pub struct Endpoint {
     pub password: SecretEq,
 }
 
-/// Pool size, connection rotation (SES closes idle connections after about 10 s) and the
-/// client's timeouts. Equal settings and an equal endpoint let a reload keep the pool.
+/// Pool size, connection rotation (SES closes idle connections after about 10 s), pacing and
+/// the client's timeouts. Equal settings and an equal endpoint let a reload keep the pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolSettings {
     pub pool_size: usize,
@@ -43,4 +43,16 @@ pub struct PoolSettings {
     pub tls_timeout: Duration,
     pub command_timeout: Duration,
     pub data_timeout: Duration,
+    /// The account's maximum send rate (recipients per second, as SES counts); `None`: unpaced.
+    pub max_send_rate: Option<SendRate>,
+    /// How long a pass-through message may wait for its turn upstream (the send rate, a free
+    /// connection) before the client gets a temporary refusal.
+    pub max_wait: Duration,
 }
+
+/// A send rate in recipients per second: finite and at least 1 (config checks that).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SendRate(pub f64);
+
+// Validated rates are finite, so bitwise equality is equality (a reload compares settings).
+impl Eq for SendRate {}

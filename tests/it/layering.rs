@@ -27,7 +27,15 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("assembly", &["main", "cli", "daemon", "config"]),
     (
         "services",
-        &["server", "relay", "upstream", "sim", "doctor", "spool"],
+        &[
+            "server",
+            "relay",
+            "upstream",
+            "sim",
+            "doctor",
+            "spool",
+            "dmarc_report",
+        ],
     ),
     ("core", &["smtp", "message", "dkim", "dns"]),
     (

@@ -9,10 +9,10 @@
 //!   one SMTP client (relay and simulator tests alike); [`support::sim`] drives the SES
 //!   simulator; [`support::dns_server`] is an authoritative DNS server on 127.0.0.1 for
 //!   `doctor` and `require_published`.
-//! - one module per area: `cli`, `doctor`, `from_policy` (issue 9: From, oversigning, escaping; the
-//!   differential suite against Python), `hardening`, `hardening2` and `hardening_config`
-//!   (issue 13), `keygen_dns`, `layering` (reads
-//!   `src/`: imports point down), `parsers_proptest`, `relay_e2e`, `relay_sim`, `reload`,
+//! - one module per area: `cli`, `dmarc_report`, `doctor`, `from_policy` (issue 9: From,
+//!   oversigning, escaping; the differential suite against Python), `hardening`, `hardening2`
+//!   and `hardening_config` (issue 13), `keygen_dns`, `layering` (reads `src/`: imports point
+//!   down), `pacing`, `parsers_proptest`, `pool`, `relay_e2e`, `relay_sim`, `reload`,
 //!   `sim_dkim`, `sim_interop`, `sim_smtp`, `spool` (the durable queue against the simulator),
 //!   `spool_crash` (`kill -9` of the relay binary during a stream), `tenant` (issue 9: tenant
 //!   binding).
@@ -20,6 +20,7 @@
 mod support;
 
 mod cli;
+mod dmarc_report;
 mod doctor;
 mod from_policy;
 mod hardening;
@@ -27,7 +28,9 @@ mod hardening2;
 mod hardening_config;
 mod keygen_dns;
 mod layering;
+mod pacing;
 mod parsers_proptest;
+mod pool;
 mod relay_e2e;
 mod relay_sim;
 mod reload;

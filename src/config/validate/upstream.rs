@@ -77,6 +77,27 @@ pub(super) fn upstream(
         raw.pool_size.map(|n| n as u64),
         default::POOL_SIZE,
     ) as usize;
+    let max_wait = timeout(
+        cx,
+        "max_wait_secs",
+        raw.max_wait_secs,
+        default::MAX_WAIT_SECS,
+    );
+    let max_send_rate = match raw.max_send_rate.unwrap_or(default::MAX_SEND_RATE) {
+        0.0 => None,
+        r if (1.0..=default::MAX_SEND_RATE_LIMIT).contains(&r) => Some(SendRate(r)),
+        r => {
+            cx.error(
+                &up("max_send_rate"),
+                format!(
+                    "{r} is not a send rate: use the account's maximum send rate, between 1 and \
+                     {} recipients per second, or 0 for unpaced",
+                    default::MAX_SEND_RATE_LIMIT
+                ),
+            );
+            None
+        }
+    };
     let max_messages_per_connection = raw
         .max_messages_per_connection
         .unwrap_or(default::MAX_MESSAGES_PER_CONNECTION)
@@ -199,6 +220,8 @@ pub(super) fn upstream(
             tls_timeout,
             command_timeout,
             data_timeout,
+            max_send_rate,
+            max_wait,
         },
         credential_source,
     })

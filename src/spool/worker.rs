@@ -440,7 +440,12 @@ async fn attempt(store: Arc<Store>, source: Arc<dyn Source>, id: String) -> Done
         }
     };
     let delivery = match source.pool() {
-        Ok(pool) => pool.deliver(&meta.mail_from, &meta.rcpts, &[&data]).await,
+        // Queued mail waits for its pacing turn without a deadline: the bounded wait
+        // (`max_wait_secs`) is for a client holding a connection open, not for the queue.
+        Ok(pool) => {
+            pool.deliver_within(&meta.mail_from, &meta.rcpts, &[&data], None)
+                .await
+        }
         Err(e) => {
             tracing::warn!(error = %e, "spool: upstream unusable");
             Delivery::Failed(crate::upstream::UpstreamError::Closed)

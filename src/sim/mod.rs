@@ -12,6 +12,7 @@
 pub mod config;
 pub mod deliver;
 pub mod embedded;
+pub mod http;
 pub mod outbox;
 pub mod rules;
 pub mod server;

@@ -146,6 +146,21 @@ pub fn show(dir: &Path, id: &str) -> Result<(Record, Vec<u8>), OutboxError> {
     Ok((record, eml))
 }
 
+/// Removes one message: the `.json` first (it makes the message visible), then the `.eml`.
+/// A message already gone is not an error.
+pub fn remove(dir: &Path, id: &str) -> Result<(), OutboxError> {
+    check_id(id)?;
+    for ext in ["json", "eml"] {
+        let path = dir.join(format!("{id}.{ext}"));
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(&path)(e)),
+        }
+    }
+    Ok(())
+}
+
 /// `dkim=pass spf=pass dmarc=pass`: the best DKIM result (aligned pass, any pass, first),
 /// SPF and DMARC, each the Authentication-Results word of its result enum.
 pub fn auth_summary(v: &Verdict) -> String {

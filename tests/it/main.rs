@@ -11,7 +11,7 @@
 //!   `doctor` and `require_published`.
 //! - one module per area: `cli`, `doctor`, `hardening`, `keygen_dns`, `layering` (reads
 //!   `src/`: imports point down), `parsers_proptest`, `relay_e2e`, `relay_sim`, `reload`,
-//!   `sim_dkim`, `sim_interop`, `sim_smtp`.
+//!   `sim_dkim`, `sim_http` (the simulator's web UI and Mailpit API), `sim_interop`, `sim_smtp`.
 
 mod support;
 
@@ -25,5 +25,6 @@ mod relay_e2e;
 mod relay_sim;
 mod reload;
 mod sim_dkim;
+mod sim_http;
 mod sim_interop;
 mod sim_smtp;

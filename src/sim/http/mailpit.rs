@@ -206,7 +206,8 @@ pub fn parse(eml: &[u8]) -> Parsed {
 }
 
 /// The tags of a message: its verdict (the best DKIM result, SPF, DMARC, as in
-/// `dkim-relay outbox list`), `dkim-aligned` when an aligned signature passed, and each
+/// `dkim-relay outbox list`), `dkim-aligned` when an aligned signature passed, `spf-aligned`
+/// when SPF passed for a MAIL FROM domain aligned with From (DMARC counts both), and each
 /// mailbox-simulator outcome (`simulator-bounce`, `simulator-complaint`, …). Sorted, as
 /// Mailpit sorts tags.
 pub fn tags(record: &Record) -> Vec<String> {
@@ -224,7 +225,7 @@ pub fn tags(record: &Record) -> Vec<String> {
     {
         tags.insert("dkim-aligned".into());
     }
-    if record.verdict.spf.aligned {
+    if record.verdict.spf.aligned && record.verdict.spf.result == "pass" {
         tags.insert("spf-aligned".into());
     }
     for o in &record.mailbox_simulator {

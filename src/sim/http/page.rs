@@ -114,11 +114,12 @@ fn badge(word: &str, label: &str) -> String {
         "fail" | "permerror" | "softfail" => "bad",
         _ => "warn",
     };
-    format!(
-        "<span class=\"badge {class}\">{} {}</span>",
-        esc(label),
-        esc(if word.is_empty() { "none" } else { word })
-    )
+    let word = if word.is_empty() { "none" } else { word };
+    if label.is_empty() {
+        format!("<span class=\"badge {class}\">{}</span>", esc(word))
+    } else {
+        format!("<span class=\"badge {class}\">{} {}</span>", esc(label), esc(word))
+    }
 }
 
 fn addr_text(a: &MailAddress) -> String {
@@ -249,7 +250,11 @@ fn auth_panel(x: &Explanation, entry: &Entry) -> String {
     };
     out.push_str(&format!(
         "<div class=\"verdict {cls}\" id=\"verdict-summary\"><p>{b}</p><p>{v}</p></div>",
-        cls = if x.summary == "pass" { "ok" } else { "bad" },
+        cls = match x.summary.as_str() {
+            "pass" => "ok",
+            "none" => "warn",
+            _ => "bad",
+        },
         b = badge(&x.summary, "DMARC"),
         v = esc(&verdict)
     ));

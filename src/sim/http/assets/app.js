@@ -124,8 +124,10 @@ function tabs(nav) {
       b.tabIndex = on ? 0 : -1;
       panels[j].hidden = !on;
     });
-    if (focus) buttons[i].focus();
-    history.replaceState(null, "", "#" + panels[i].id);
+    if (focus) {
+      buttons[i].focus();
+      history.replaceState(null, "", "#" + panels[i].id);
+    }
   };
   buttons.forEach((b, i) => {
     b.addEventListener("click", () => select(i, false));

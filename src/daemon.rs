@@ -232,10 +232,7 @@ pub async fn start_with(
 /// address that is taken (a second simulator on this machine) is a warning, not a failure:
 /// SMTP is the simulator's contract, the page a convenience; an address the file names must
 /// bind.
-async fn start_http(
-    settings: &SimSettings,
-    outbox: &Path,
-) -> Result<Option<SimHttp>, StartError> {
+async fn start_http(settings: &SimSettings, outbox: &Path) -> Result<Option<SimHttp>, StartError> {
     let Some(listen) = settings.http_listen else {
         return Ok(None);
     };

@@ -27,8 +27,9 @@
 //!   [`upstream`]: the SES client — TLS + AUTH, the pool, [`upstream::framing`] (dot-stuffing on
 //!   the fly), [`upstream::settings`]. [`sim`]: the SES SMTP simulator — its protocol on the
 //!   shell, SES's rules and rewrites, the outbox, the DKIM/SPF/DMARC verdict
-//!   ([`sim::verdict`]), the embedded mode ([`sim::embedded`]). [`doctor`]: checks of the
-//!   published DNS records and their printing.
+//!   ([`sim::verdict`]), the embedded mode ([`sim::embedded`]), the web page and
+//!   Mailpit-compatible API over the outbox ([`sim::http`]), the feedback SES would send
+//!   ([`sim::feedback`]). [`doctor`]: checks of the published DNS records and their printing.
 //! - **core** (sans-IO) — [`smtp`]: framing ([`smtp::codec`]), commands with typed errors,
 //!   replies, the relay's session state machine, the SASL PLAIN/LOGIN steps ([`smtp::sasl`])
 //!   and the envelope. [`message`]: the header section as spans, header From, the SES header

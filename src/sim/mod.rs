@@ -6,12 +6,16 @@
 //! - [`rules`]: the end-of-data checks in SES's order, rate/quota state and fault injection;
 //! - [`deliver`]: the delivered form (SES header rewrites, `d=amazonses.com` signature);
 //! - [`outbox`]: `<id>.eml` + `<id>.json` per accepted message, listing and formatting;
+//! - [`feedback`]: the bounce (RFC 3464), complaint (RFC 5965) and auto-reply notifications SES
+//!   would send to the MAIL FROM for mailbox-simulator recipients, stored in the outbox;
+//! - [`http`]: the web UI and the Mailpit-compatible API over the outbox (`http_listen`);
 //! - [`server`]: the simulator as a protocol of the shared server shell (`crate::server`);
 //!   `start`, `start_embedded` (the standalone start is `daemon::start_simulator`).
 
 pub mod config;
 pub mod deliver;
 pub mod embedded;
+pub mod feedback;
 pub mod http;
 pub mod outbox;
 pub mod rules;

@@ -26,7 +26,8 @@ pub struct Record {
     pub id: String,
     /// Acceptance time, RFC 3339.
     pub time: String,
-    /// The client's address and port.
+    /// The client's address and port; `feedback:<original ID>` for the notification the
+    /// simulator wrote on SES's behalf ([`super::feedback`]).
     pub client: String,
     /// The access key ID that authenticated.
     pub user: String,
@@ -92,8 +93,18 @@ fn check_id(id: &str) -> Result<(), OutboxError> {
     Ok(())
 }
 
-/// Stores one message: the `.eml` first, then the `.json` that makes it visible to [`list`].
+/// Stores one accepted message, then the feedback SES would send for its mailbox-simulator
+/// recipients ([`super::feedback`]; a failure there is logged, the message stays stored).
 pub fn write(dir: &Path, record: &Record, eml: &[u8]) -> Result<(), OutboxError> {
+    write_record(dir, record, eml)?;
+    if let Err(e) = super::feedback::write_for(dir, record, eml) {
+        tracing::warn!(id = %record.id, error = %e, "cannot store the simulated feedback");
+    }
+    Ok(())
+}
+
+/// Stores one message: the `.eml` first, then the `.json` that makes it visible to [`list`].
+pub fn write_record(dir: &Path, record: &Record, eml: &[u8]) -> Result<(), OutboxError> {
     check_id(&record.id)?;
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     write_atomic(&dir.join(format!("{}.eml", record.id)), eml)?;

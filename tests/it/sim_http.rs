@@ -42,7 +42,10 @@ async fn staging() -> Staging {
     let running = daemon::start(&path, snapshot).await.unwrap();
     Staging {
         smtp: running.addrs.smtp[0],
-        http: running.addrs.simulator_http.expect("simulator HTTP address"),
+        http: running
+            .addrs
+            .simulator_http
+            .expect("simulator HTTP address"),
         outbox: running.simulator().unwrap().outbox.clone(),
         running,
         _dir: dir,
@@ -90,7 +93,10 @@ async fn http(
     let head = String::from_utf8_lossy(&buf[..split]).into_owned();
     let status = head[9..12].parse().unwrap();
     let mut body = buf[split + 4..].to_vec();
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         body = unchunk(&body);
     }
     (status, head, body)
@@ -100,8 +106,8 @@ fn unchunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
         let line_end = b.windows(2).position(|w| w == b"\r\n").unwrap();
-        let size = usize::from_str_radix(std::str::from_utf8(&b[..line_end]).unwrap().trim(), 16)
-            .unwrap();
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&b[..line_end]).unwrap().trim(), 16).unwrap();
         if size == 0 {
             return out;
         }
@@ -138,12 +144,12 @@ async fn mailpit_api_lists_searches_reads_and_deletes() {
     let good = st
         .send("app@example.org", "someone@example.net", "aligned")
         .await;
-    // The mailbox simulator's bounce recipient: its outcome is a tag.
-    let bounce = st
+    // A mailbox-simulator recipient: its outcome is a tag.
+    let simulated = st
         .send(
             "app@example.org",
-            "bounce@simulator.amazonses.com",
-            "bounced <b>",
+            "success@simulator.amazonses.com",
+            "simulated <b>",
         )
         .await;
 
@@ -162,7 +168,7 @@ async fn mailpit_api_lists_searches_reads_and_deletes() {
     }
     assert_eq!(list["total"], 2);
     assert_eq!(list["unread"], 2);
-    assert_eq!(ids(&list), [bounce.clone(), good.clone()], "newest first");
+    assert_eq!(ids(&list), [simulated.clone(), good.clone()], "newest first");
     let m = &list["messages"][1];
     for key in [
         "ID",
@@ -210,11 +216,15 @@ async fn mailpit_api_lists_searches_reads_and_deletes() {
     // Search: by verdict tag, by simulator outcome, by subject and from, exclusion.
     let found = get_json(st.http, "/api/v1/search?query=tag:dmarc-pass").await;
     assert_eq!(found["messages_count"], 2);
-    let found = get_json(st.http, "/api/v1/search?query=tag:simulator-bounce").await;
-    assert_eq!(ids(&found), [bounce.clone()]);
-    let found = get_json(st.http, "/api/v1/search?query=-tag:simulator-bounce").await;
+    let found = get_json(st.http, "/api/v1/search?query=tag:simulator-delivered").await;
+    assert_eq!(ids(&found), [simulated.clone()]);
+    let found = get_json(st.http, "/api/v1/search?query=-tag:simulator-delivered").await;
     assert_eq!(ids(&found), [good.clone()]);
-    let found = get_json(st.http, "/api/v1/search?query=subject:aligned%20from:example.org").await;
+    let found = get_json(
+        st.http,
+        "/api/v1/search?query=subject:aligned%20from:example.org",
+    )
+    .await;
     assert_eq!(ids(&found), [good.clone()]);
     assert_eq!(
         get_json(st.http, "/api/v1/search?query=tag:dmarc-fail").await["messages_count"],
@@ -232,7 +242,7 @@ async fn mailpit_api_lists_searches_reads_and_deletes() {
         format!("{good}@mail.example.org").as_str()
     );
     let latest = get_json(st.http, "/api/v1/message/latest").await;
-    assert_eq!(latest["ID"], bounce.as_str());
+    assert_eq!(latest["ID"], simulated.as_str());
     let unread = get_json(st.http, "/api/v1/search?query=is:unread").await;
     assert_eq!(unread["messages_count"], 0, "both were opened");
 
@@ -274,7 +284,10 @@ async fn mailpit_api_lists_searches_reads_and_deletes() {
         .iter()
         .map(|d| d["signer"].as_str().unwrap())
         .collect();
-    assert!(signers.contains(&"yours") && signers.contains(&"ses"), "{signers:?}");
+    assert!(
+        signers.contains(&"yours") && signers.contains(&"ses"),
+        "{signers:?}"
+    );
     assert!(
         v["authentication_results"]
             .as_str()
@@ -287,7 +300,9 @@ async fn mailpit_api_lists_searches_reads_and_deletes() {
     assert_eq!(get(st.http, "/api/v1/message/0100abc/raw").await.0, 404);
     assert_eq!(get(st.http, "/api/v1/message/..%2Fx").await.0, 404);
     assert_eq!(
-        get(st.http, &format!("/api/v1/message/{good}/part/9")).await.0,
+        get(st.http, &format!("/api/v1/message/{good}/part/9"))
+            .await
+            .0,
         404
     );
 
@@ -303,7 +318,7 @@ async fn mailpit_api_lists_searches_reads_and_deletes() {
     assert_eq!(status, 200);
     assert!(!st.outbox.join(format!("{good}.json")).exists());
     assert!(!st.outbox.join(format!("{good}.eml")).exists());
-    assert_eq!(ids(&get_json(st.http, "/api/v1/messages").await), [bounce]);
+    assert_eq!(ids(&get_json(st.http, "/api/v1/messages").await), [simulated]);
     // A body that is not JSON is refused, not taken as "delete all".
     let (status, _, _) = http(
         st.http,
@@ -348,9 +363,19 @@ async fn pages_render_escaped_and_sandboxed() {
     assert!(page.contains(&format!("href=\"/view/{id}\"")), "{page}");
     assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
     assert!(!page.contains("<script>alert"));
-    assert!(head.to_ascii_lowercase().contains("content-security-policy: default-src 'none'"));
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-security-policy: default-src 'none'")
+    );
 
-    let (status, head, body) = http(st.http, "GET", &format!("/view/{id}"), "localhost:8025", None).await;
+    let (status, head, body) = http(
+        st.http,
+        "GET",
+        &format!("/view/{id}"),
+        "localhost:8025",
+        None,
+    )
+    .await;
     assert_eq!(status, 200);
     let view = String::from_utf8(body).unwrap();
     assert!(!view.contains("<script>alert"), "subject not escaped");
@@ -359,24 +384,31 @@ async fn pages_render_escaped_and_sandboxed() {
     assert!(view.contains("Authentication-Results: mx.verdict.dkim-relay.invalid"));
     assert!(view.contains("What SES changed"));
     // The HTML body: sandboxed, escaped into srcdoc, remote loads forbidden twice.
-    assert!(view.contains("<iframe class=\"body\" title=\"HTML body of the message\" sandbox=\"\""));
+    assert!(
+        view.contains("<iframe class=\"body\" title=\"HTML body of the message\" sandbox=\"\"")
+    );
     assert!(view.contains("srcdoc=\"&lt;meta http-equiv=&quot;Content-Security-Policy&quot; content=&quot;default-src &#39;none&#39;"));
     assert!(!view.contains("<img src=\"https://tracker.test"));
     let csp = head
         .lines()
-        .find(|l| l.to_ascii_lowercase().starts_with("content-security-policy:"))
+        .find(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("content-security-policy:")
+        })
         .unwrap()
         .to_string();
-    assert!(csp.contains("default-src 'none'") && !csp.contains("https:"), "{csp}");
+    assert!(
+        csp.contains("default-src 'none'") && !csp.contains("https:"),
+        "{csp}"
+    );
 
     let (status, _, _) = http(st.http, "GET", "/", "attacker.example:8025", None).await;
     assert_eq!(status, 400);
     st.running.shutdown().await;
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// The next event frame as JSON.
 async fn next(ws: &mut Ws) -> Value {
@@ -429,8 +461,8 @@ async fn websocket_announces_new_and_deleted_messages() {
 /// file names must bind (a taken default is only a warning, so a second simulator starts).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_listen_defaults_to_loopback_and_an_explicit_address_must_bind() {
-    let s = dkim_relay::sim::config::SimSettings::resolve(None, std::path::Path::new("/tmp"))
-        .unwrap();
+    let s =
+        dkim_relay::sim::config::SimSettings::resolve(None, std::path::Path::new("/tmp")).unwrap();
     let default = s.http_listen.unwrap();
     assert!(default.ip().is_loopback(), "{default}");
     assert_eq!(default.port(), 8025);
@@ -461,4 +493,70 @@ async fn http_listen_defaults_to_loopback_and_an_explicit_address_must_bind() {
     assert!(http.ip().is_loopback());
     assert_eq!(get_json(http, "/api/v1/messages").await["total"], 0);
     sim.shutdown().await;
+}
+
+/// Mailbox-simulator recipients: the feedback SES would send goes to the MAIL FROM, into the
+/// outbox, linked to the original, listed and searchable (`tag:feedback-bounce`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feedback_for_the_mailbox_simulator_is_listed_and_linked() {
+    let st = staging().await;
+    let bounced = st
+        .send(
+            "app@example.org",
+            "bounce@simulator.amazonses.com",
+            "will bounce",
+        )
+        .await;
+    let complained = st
+        .send(
+            "app@example.org",
+            "complaint@simulator.amazonses.com",
+            "will complain",
+        )
+        .await;
+    let delivered = st
+        .send("app@example.org", "success@simulator.amazonses.com", "fine")
+        .await;
+    let all = get_json(st.http, "/api/v1/messages").await;
+    assert_eq!(all["total"], 5, "three messages, two notifications: {all}");
+
+    let dsn = get_json(st.http, "/api/v1/search?query=tag:feedback-bounce").await;
+    assert_eq!(dsn["messages_count"], 1, "{dsn}");
+    let m = &dsn["messages"][0];
+    assert_eq!(m["Subject"], "Delivery Status Notification (Failure)");
+    assert_eq!(
+        m["To"][0]["Address"], "app@mail.example.org",
+        "to the MAIL FROM"
+    );
+    let id = m["ID"].as_str().unwrap();
+    let (_, raw) = get(st.http, &format!("/api/v1/message/{id}/raw")).await;
+    let raw = String::from_utf8(raw).unwrap();
+    assert!(raw.contains("report-type=delivery-status"), "{raw}");
+    assert!(
+        raw.contains(&format!("In-Reply-To: <{bounced}@email.amazonses.com>")),
+        "{raw}"
+    );
+    let (_, view) = get(st.http, &format!("/view/{id}")).await;
+    assert!(
+        String::from_utf8(view)
+            .unwrap()
+            .contains(&format!("href=\"/view/{bounced}\""))
+    );
+    let (_, view) = get(st.http, &format!("/view/{bounced}")).await;
+    assert!(
+        String::from_utf8(view)
+            .unwrap()
+            .contains(&format!("href=\"/view/{id}\""))
+    );
+
+    let arf = get_json(st.http, "/api/v1/search?query=tag:feedback-complaint").await;
+    assert_eq!(arf["messages_count"], 1);
+    let arf_id = arf["messages"][0]["ID"].as_str().unwrap();
+    let (_, raw) = get(st.http, &format!("/api/v1/message/{arf_id}/raw")).await;
+    let raw = String::from_utf8(raw).unwrap();
+    assert!(raw.contains("Feedback-Type: abuse"), "{raw}");
+    assert!(raw.contains(&format!("<{complained}@email.amazonses.com>")));
+    let fine = get_json(st.http, "/api/v1/search?query=tag:simulator-delivered").await;
+    assert_eq!(ids(&fine), [delivered]);
+    st.running.shutdown().await;
 }

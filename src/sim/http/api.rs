@@ -86,20 +86,13 @@ pub struct MessagesSummary {
 }
 
 async fn refreshed(state: &AppState) -> Result<Vec<Entry>, Response> {
-    state
-        .mailbox
-        .refresh_async()
-        .await
-        .map_err(server_error)?;
+    state.mailbox.refresh_async().await.map_err(server_error)?;
     Ok(state.mailbox.all())
 }
 
 fn listing(all: &[Entry], matching: Vec<MessageSummary>, paging: &Paging) -> MessagesSummary {
     let (start, limit) = paging.window();
-    let mut tags: Vec<String> = all
-        .iter()
-        .flat_map(|e| mailpit::tags(&e.record))
-        .collect();
+    let mut tags: Vec<String> = all.iter().flat_map(|e| mailpit::tags(&e.record)).collect();
     tags.sort();
     tags.dedup();
     let messages_count = matching.len();
@@ -313,7 +306,8 @@ pub async fn raw(
     };
     match raw_bytes(&state, &e.record.id).await {
         Ok(eml) => {
-            let mut r = ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], eml).into_response();
+            let mut r =
+                ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], eml).into_response();
             if q.dl.as_deref() == Some("1") {
                 if let Ok(v) = format!("attachment; filename=\"{}.eml\"", e.record.id).parse() {
                     r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
@@ -395,10 +389,7 @@ pub async fn tags(State(state): State<Arc<AppState>>) -> Response {
         Ok(a) => a,
         Err(r) => return r,
     };
-    let mut tags: Vec<String> = all
-        .iter()
-        .flat_map(|e| mailpit::tags(&e.record))
-        .collect();
+    let mut tags: Vec<String> = all.iter().flat_map(|e| mailpit::tags(&e.record)).collect();
     tags.sort();
     tags.dedup();
     Json(tags).into_response()

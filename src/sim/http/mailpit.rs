@@ -208,10 +208,20 @@ pub fn parse(eml: &[u8]) -> Parsed {
 /// The tags of a message: its verdict (the best DKIM result, SPF, DMARC, as in
 /// `dkim-relay outbox list`), `dkim-aligned` when an aligned signature passed, `spf-aligned`
 /// when SPF passed for a MAIL FROM domain aligned with From (DMARC counts both), and each
-/// mailbox-simulator outcome (`simulator-bounce`, `simulator-complaint`, …). Sorted, as
-/// Mailpit sorts tags.
+/// mailbox-simulator outcome (`simulator-bounce`, `simulator-complaint`, …). Feedback the
+/// simulator wrote on SES's behalf is tagged `feedback` and `feedback-<kind>` instead (it has
+/// no verdict). Sorted, as Mailpit sorts tags.
 pub fn tags(record: &Record) -> Vec<String> {
     let mut tags = BTreeSet::new();
+    if crate::sim::feedback::original_of(record).is_some() {
+        tags.insert("feedback".to_string());
+        for o in &record.mailbox_simulator {
+            if let Some(kind) = o.outcome.strip_prefix("feedback ") {
+                tags.insert(format!("feedback-{kind}"));
+            }
+        }
+        return tags.into_iter().collect();
+    }
     for word in auth_summary(&record.verdict).split_whitespace() {
         if let Some((k, v)) = word.split_once('=') {
             tags.insert(format!("{k}-{v}"));

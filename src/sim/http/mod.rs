@@ -98,7 +98,9 @@ async fn guard(req: Request, next: Next) -> Response {
         .get(axum::http::header::HOST)
         .and_then(|h| h.to_str().ok());
     if !host_allowed(host) {
-        return api::bad_request("this server answers requests for localhost or an IP address only");
+        return api::bad_request(
+            "this server answers requests for localhost or an IP address only",
+        );
     }
     next.run(req).await
 }
@@ -110,7 +112,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v1/messages",
             get(api::list).put(api::set_read).delete(api::delete),
         )
-        .route("/api/v1/search", get(api::search).delete(api::delete_search))
+        .route(
+            "/api/v1/search",
+            get(api::search).delete(api::delete_search),
+        )
         .route("/api/v1/message/{id}", get(api::message))
         .route("/api/v1/message/{id}/headers", get(api::headers))
         .route("/api/v1/message/{id}/raw", get(api::raw))
@@ -133,7 +138,10 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// Binds `listen` and serves the outbox at `outbox`.
 pub async fn start(listen: SocketAddr, outbox: PathBuf) -> std::io::Result<SimHttp> {
     let tcp = TcpListener::bind(listen).await.map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot listen on {listen} (http_listen): {e}"))
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot listen on {listen} (http_listen): {e}"),
+        )
     })?;
     let addr = tcp.local_addr()?;
     let mailbox = Mailbox::new(outbox);

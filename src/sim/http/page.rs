@@ -21,6 +21,7 @@ use super::api;
 use super::explain::{self, Explanation};
 use super::mailbox::Entry;
 use super::mailpit::{self, MailAddress, MessageSummary};
+use crate::sim::feedback;
 
 const STYLE: &str = include_str!("assets/style.css");
 const SCRIPT: &str = include_str!("assets/app.js");
@@ -93,11 +94,7 @@ fn layout(title: &str, body: &str) -> String {
 }
 
 pub async fn style() -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
-        STYLE,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE).into_response()
 }
 
 pub async fn script() -> Response {
@@ -118,7 +115,11 @@ fn badge(word: &str, label: &str) -> String {
     if label.is_empty() {
         format!("<span class=\"badge {class}\">{}</span>", esc(word))
     } else {
-        format!("<span class=\"badge {class}\">{} {}</span>", esc(label), esc(word))
+        format!(
+            "<span class=\"badge {class}\">{} {}</span>",
+            esc(label),
+            esc(word)
+        )
     }
 }
 
@@ -396,6 +397,38 @@ fn auth_panel(x: &Explanation, entry: &Entry) -> String {
     out
 }
 
+/// Links between a message and the feedback SES would send for it.
+fn related(state: &AppState, e: &Entry) -> String {
+    if let Some(original) = feedback::original_of(&e.record) {
+        return format!(
+            "<p class=\"related\">Feedback SES would send to the MAIL FROM for \
+             <a href=\"/view/{o}\">message {o}</a>.</p>",
+            o = esc(original)
+        );
+    }
+    let items: String = state
+        .mailbox
+        .all()
+        .iter()
+        .filter(|x| feedback::original_of(&x.record) == Some(e.record.id.as_str()))
+        .map(|x| {
+            format!(
+                "<li><a href=\"/view/{}\">{}</a></li>",
+                esc(&x.record.id),
+                esc(x.record.subject.as_deref().unwrap_or("(no subject)"))
+            )
+        })
+        .collect();
+    if items.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "<section class=\"related\" aria-labelledby=\"fb-h\"><h2 id=\"fb-h\">Feedback SES \
+             would send for this message</h2><ul>{items}</ul></section>"
+        )
+    }
+}
+
 /// `GET /view/{ID}`: one message, server-rendered.
 pub async fn view(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
     let e = match api::entry(&state, &id).await {
@@ -410,6 +443,7 @@ pub async fn view(State(state): State<Arc<AppState>>, Path(id): Path<String>) ->
         .mailbox
         .set_read(std::slice::from_ref(&e.record.id), true);
     let x = explain::explain(&e.record, &eml);
+    let related = related(&state, &e);
     let p = &e.parsed;
     let subject = if p.subject.is_empty() {
         "(no subject)"
@@ -442,7 +476,13 @@ pub async fn view(State(state): State<Arc<AppState>>, Path(id): Path<String>) ->
     };
     let header_rows: String = mailpit::header_fields(&eml)
         .iter()
-        .map(|(n, v)| format!("<tr><th scope=\"row\">{}</th><td>{}</td></tr>", esc(n), esc(v)))
+        .map(|(n, v)| {
+            format!(
+                "<tr><th scope=\"row\">{}</th><td>{}</td></tr>",
+                esc(n),
+                esc(v)
+            )
+        })
         .collect();
     let raw = String::from_utf8_lossy(&eml);
     let body = format!(
@@ -450,7 +490,7 @@ pub async fn view(State(state): State<Arc<AppState>>, Path(id): Path<String>) ->
          <h1 id=\"subject\">{subject}</h1>\
          <dl class=\"meta\"><dt>From</dt><dd>{from}</dd><dt>To</dt><dd>{to}</dd>\
          <dt>Received</dt><dd><time datetime=\"{time}\">{time}</time></dd>\
-         <dt>ID</dt><dd><code>{id}</code></dd><dt>Tags</dt><dd><ul class=\"tags\">{tags}</ul></dd></dl>\
+         <dt>ID</dt><dd><code>{id}</code></dd><dt>Tags</dt><dd><ul class=\"tags\">{tags}</ul></dd></dl>{related}\
          <nav class=\"tabs\" aria-label=\"Message views\"><ul>\
          <li><a href=\"#auth\">Authentication</a></li><li><a href=\"#html\">HTML</a></li>\
          <li><a href=\"#text\">Text</a></li><li><a href=\"#headers\">Headers</a></li>\
@@ -469,12 +509,21 @@ pub async fn view(State(state): State<Arc<AppState>>, Path(id): Path<String>) ->
         to = esc(&to.join(", ")),
         time = esc(&e.record.time),
         id = esc(&e.record.id),
-        auth = auth_panel(&x, &e),
+        auth = if feedback::original_of(&e.record).is_some() {
+            "<p>This notification was written by the simulator on SES's behalf (see the \
+             feedback model in the README); it carries no signature and is not evaluated.</p>"
+                .to_string()
+        } else {
+            auth_panel(&x, &e)
+        },
         html = html_panel,
         text = text_panel,
         raw = esc(&raw),
     );
-    html_response(layout(&format!("{subject} · dkim-relay SES simulator"), &body))
+    html_response(layout(
+        &format!("{subject} · dkim-relay SES simulator"),
+        &body,
+    ))
 }
 
 #[cfg(test)]

@@ -57,7 +57,7 @@ wait_for "$work/serve.log" "dkim-relay listening" "${pids[-1]}"
 grep -q "http://127.0.0.1:8025/" "$work/serve.log"
 message "staging look" >"$work/m1.eml"
 swaks --server 127.0.0.1:2525 --from app@example.org --to someone@example.net \
-  --data "$work/m1.eml" >"$work/swaks1.log"
+  --data @"$work/m1.eml" >"$work/swaks1.log"
 grep -E '250 Ok [0-9a-f]{16}-' "$work/swaks1.log"
 (cd "$work/npm" && node client.mjs http://127.0.0.1:8025 "staging look")
 
@@ -79,7 +79,7 @@ pids+=($!)
 for _ in $(seq 1 100); do curl -fsS http://127.0.0.1:9515/status >/dev/null 2>&1 && break; sleep 0.1; done
 message "live arrival" >"$work/m2.eml"
 /usr/bin/python3 .ci/h6-webdriver.py http://127.0.0.1:8025 http://127.0.0.1:9515 "$shots" \
-  swaks --server 127.0.0.1:2525 --from app@example.org --to someone@example.net --data "$work/m2.eml"
+  swaks --server 127.0.0.1:2525 --from app@example.org --to someone@example.net --data @"$work/m2.eml"
 
 kill -TERM "${pids[0]}"; wait "${pids[0]}" || true
 rm -rf outbox
@@ -92,6 +92,7 @@ starttls_listen = "127.0.0.1:12587"
 implicit_listen = "off"
 http_listen = "127.0.0.1:18025"
 identities = ["example.org"]
+dns_zone = "zone.txt"
 [accounts.AKIAIOSFODNN7EXAMPLE]
 secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 [mail_from]
@@ -101,14 +102,13 @@ cat >"$work/zone.txt" <<ZONE
 mail.example.org. TXT "v=spf1 include:amazonses.com ~all"
 _dmarc.example.org. TXT "v=DMARC1; p=none"
 ZONE
-echo 'dns_zone = "zone.txt"' >>"$work/sim.toml"
 "$bin" ses-sim --config "$work/sim.toml" >"$work/sim.log" 2>&1 &
 pids+=($!)
 wait_for "$work/sim.log" "SES simulator running" "${pids[-1]}"
 message "standalone" >"$work/m3.eml"
 swaks --server 127.0.0.1:12587 -tls --tls-ca-path "$work/ses-sim-ca.pem" -a PLAIN \
   -au AKIAIOSFODNN7EXAMPLE -ap 'BLBM/9hSUELfq8Gw+rU1YcBjkOxGbhT2XG763xVLGWL9' \
-  --from app@example.org --to someone@example.net --data "$work/m3.eml" >"$work/swaks3.log"
+  --from app@example.org --to someone@example.net --data @"$work/m3.eml" >"$work/swaks3.log"
 grep -E '250 Ok [0-9a-f]{16}-' "$work/swaks3.log"
 (cd "$work/npm" && node client.mjs http://127.0.0.1:18025 "standalone" --delete)
 

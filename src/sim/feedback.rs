@@ -76,7 +76,7 @@ fn header_section(eml: &[u8]) -> &[u8] {
     }
 }
 
-fn field<'a>(eml: &'a [u8], name: &str) -> Option<String> {
+fn field(eml: &[u8], name: &str) -> Option<String> {
     super::http::mailpit::header_fields(eml)
         .into_iter()
         .find(|(n, _)| n.eq_ignore_ascii_case(name))

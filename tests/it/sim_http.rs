@@ -168,7 +168,11 @@ async fn mailpit_api_lists_searches_reads_and_deletes() {
     }
     assert_eq!(list["total"], 2);
     assert_eq!(list["unread"], 2);
-    assert_eq!(ids(&list), [simulated.clone(), good.clone()], "newest first");
+    assert_eq!(
+        ids(&list),
+        [simulated.as_str(), good.as_str()],
+        "newest first"
+    );
     let m = &list["messages"][1];
     for key in [
         "ID",
@@ -209,7 +213,7 @@ async fn mailpit_api_lists_searches_reads_and_deletes() {
 
     // Paging.
     let page = get_json(st.http, "/api/v1/messages?start=1&limit=1").await;
-    assert_eq!(ids(&page), [good.clone()]);
+    assert_eq!(ids(&page), [good.as_str()]);
     assert_eq!(page["start"], 1);
     assert_eq!(page["messages_count"], 2);
 
@@ -217,15 +221,15 @@ async fn mailpit_api_lists_searches_reads_and_deletes() {
     let found = get_json(st.http, "/api/v1/search?query=tag:dmarc-pass").await;
     assert_eq!(found["messages_count"], 2);
     let found = get_json(st.http, "/api/v1/search?query=tag:simulator-delivered").await;
-    assert_eq!(ids(&found), [simulated.clone()]);
+    assert_eq!(ids(&found), [simulated.as_str()]);
     let found = get_json(st.http, "/api/v1/search?query=-tag:simulator-delivered").await;
-    assert_eq!(ids(&found), [good.clone()]);
+    assert_eq!(ids(&found), [good.as_str()]);
     let found = get_json(
         st.http,
         "/api/v1/search?query=subject:aligned%20from:example.org",
     )
     .await;
-    assert_eq!(ids(&found), [good.clone()]);
+    assert_eq!(ids(&found), [good.as_str()]);
     assert_eq!(
         get_json(st.http, "/api/v1/search?query=tag:dmarc-fail").await["messages_count"],
         0
@@ -257,7 +261,7 @@ async fn mailpit_api_lists_searches_reads_and_deletes() {
     .await;
     assert_eq!((status, body.as_slice()), (200, b"ok".as_slice()));
     let unread = get_json(st.http, "/api/v1/search?query=is:unread").await;
-    assert_eq!(ids(&unread), [good.clone()]);
+    assert_eq!(ids(&unread), [good.as_str()]);
 
     // Headers (Go's canonical keys, as Mailpit) and raw source.
     let headers = get_json(st.http, &format!("/api/v1/message/{good}/headers")).await;
@@ -318,7 +322,10 @@ async fn mailpit_api_lists_searches_reads_and_deletes() {
     assert_eq!(status, 200);
     assert!(!st.outbox.join(format!("{good}.json")).exists());
     assert!(!st.outbox.join(format!("{good}.eml")).exists());
-    assert_eq!(ids(&get_json(st.http, "/api/v1/messages").await), [simulated]);
+    assert_eq!(
+        ids(&get_json(st.http, "/api/v1/messages").await),
+        [simulated]
+    );
     // A body that is not JSON is refused, not taken as "delete all".
     let (status, _, _) = http(
         st.http,

@@ -308,10 +308,10 @@ pub async fn raw(
         Ok(eml) => {
             let mut r =
                 ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], eml).into_response();
-            if q.dl.as_deref() == Some("1") {
-                if let Ok(v) = format!("attachment; filename=\"{}.eml\"", e.record.id).parse() {
-                    r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
-                }
+            if q.dl.as_deref() == Some("1")
+                && let Ok(v) = format!("attachment; filename=\"{}.eml\"", e.record.id).parse()
+            {
+                r.headers_mut().insert(header::CONTENT_DISPOSITION, v);
             }
             r
         }

@@ -298,13 +298,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mb = Mailbox::new(dir.path().to_path_buf());
         let mut rx = mb.subscribe();
-        outbox::write(
+        outbox::write_record(
             dir.path(),
             &record("0a", "2026-01-01T00:00:00Z"),
             b"Subject: s\r\n\r\nx",
         )
         .unwrap();
-        outbox::write(
+        outbox::write_record(
             dir.path(),
             &record("0b", "2026-01-02T00:00:00Z"),
             b"Subject: t\r\n\r\ny",

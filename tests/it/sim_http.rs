@@ -461,6 +461,21 @@ async fn websocket_announces_new_and_deleted_messages() {
     let ev = next(&mut ws).await;
     assert_eq!(ev["Type"], "delete", "{ev}");
     assert_eq!(ev["Data"]["ID"], id.as_str());
+    // A page on another site cannot open the stream (WebSockets skip the same-origin rule).
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{}/api/events", st.http)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("Origin", "https://attacker.example".parse().unwrap());
+    let err = tokio_tungstenite::connect_async(req).await.unwrap_err();
+    assert!(err.to_string().contains("403"), "{err}");
+    let mut req = format!("ws://{}/api/events", st.http)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("Origin", format!("http://{}", st.http).parse().unwrap());
+    assert!(tokio_tungstenite::connect_async(req).await.is_ok());
     st.running.shutdown().await;
 }
 

@@ -4,17 +4,40 @@
 //! A client that falls behind by more than the channel holds is sent `{"Type": "prune"}` (Mailpit's
 //! "reload the list" event) instead of the events it missed. Frames from the client are read
 //! only to notice that it left.
+//!
+//! WebSockets are not covered by the browser's same-origin rule, so a page on any site could
+//! open this stream and read every new message's summary: a browser's `Origin` must name this
+//! machine (`localhost` or an IP address), else the upgrade is refused with 403. Clients that
+//! send no `Origin` (libraries, scripts) are served.
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::AppState;
 
-pub async fn events(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -> Response {
+pub async fn events(
+    ws: WebSocketUpgrade,
+    headers: axum::http::HeaderMap,
+    State(state): State<Arc<AppState>>,
+) -> Response {
+    if let Some(origin) = headers.get(axum::http::header::ORIGIN) {
+        let host = origin
+            .to_str()
+            .ok()
+            .and_then(|o| o.split_once("://"))
+            .map(|(_, rest)| rest.split('/').next().unwrap_or(""));
+        if !host.is_some_and(|h| super::host_allowed(Some(h))) {
+            return (
+                axum::http::StatusCode::FORBIDDEN,
+                "cross-site WebSocket refused",
+            )
+                .into_response();
+        }
+    }
     let rx = state.mailbox.subscribe();
     ws.on_upgrade(move |socket| stream(socket, rx))
 }

@@ -82,7 +82,7 @@ impl Drop for SimHttp {
 }
 
 /// Whether `Host` names this machine by IP or as `localhost`.
-fn host_allowed(host: Option<&str>) -> bool {
+pub(super) fn host_allowed(host: Option<&str>) -> bool {
     let Some(host) = host else { return true };
     let name = if let Some(rest) = host.strip_prefix('[') {
         rest.split(']').next().unwrap_or("")

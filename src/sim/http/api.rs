@@ -92,7 +92,7 @@ async fn refreshed(state: &AppState) -> Result<Vec<Entry>, Response> {
 
 fn listing(all: &[Entry], matching: Vec<MessageSummary>, paging: &Paging) -> MessagesSummary {
     let (start, limit) = paging.window();
-    let mut tags: Vec<String> = all.iter().flat_map(|e| mailpit::tags(&e.record)).collect();
+    let mut tags: Vec<String> = all.iter().flat_map(|e| e.tags().iter().cloned()).collect();
     tags.sort();
     tags.dedup();
     let messages_count = matching.len();
@@ -389,7 +389,7 @@ pub async fn tags(State(state): State<Arc<AppState>>) -> Response {
         Ok(a) => a,
         Err(r) => return r,
     };
-    let mut tags: Vec<String> = all.iter().flat_map(|e| mailpit::tags(&e.record)).collect();
+    let mut tags: Vec<String> = all.iter().flat_map(|e| e.tags().iter().cloned()).collect();
     tags.sort();
     tags.dedup();
     Json(tags).into_response()
@@ -433,8 +433,8 @@ pub async fn info(State(state): State<Arc<AppState>>) -> Response {
     };
     let mut tags = BTreeMap::new();
     for e in &all {
-        for t in mailpit::tags(&e.record) {
-            *tags.entry(t).or_insert(0) += 1;
+        for t in e.tags() {
+            *tags.entry(t.clone()).or_insert(0) += 1;
         }
     }
     Json(AppInformation {

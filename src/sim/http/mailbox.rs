@@ -24,17 +24,36 @@ use crate::sim::outbox::{self, OutboxError, Record};
 /// How often the poller looks at the outbox folder for the live page.
 pub const POLL: Duration = Duration::from_millis(250);
 
-/// One indexed message: its record, what the API shows of it, its read flag.
+/// One indexed message: its record, what the API shows of it (parsed and summarised once, when
+/// indexed), its read flag.
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub record: Arc<Record>,
     pub parsed: Arc<Parsed>,
+    base: Arc<MessageSummary>,
     pub read: bool,
 }
 
 impl Entry {
+    fn new(record: Record, parsed: Parsed) -> Entry {
+        let base = Arc::new(mailpit::summary(&record, &parsed, false));
+        Entry {
+            record: Arc::new(record),
+            parsed: Arc::new(parsed),
+            base,
+            read: false,
+        }
+    }
+
     pub fn summary(&self) -> MessageSummary {
-        mailpit::summary(&self.record, &self.parsed, self.read)
+        let mut s = (*self.base).clone();
+        s.read = self.read;
+        s
+    }
+
+    /// The message's tags (computed when indexed).
+    pub fn tags(&self) -> &[String] {
+        &self.base.tags
     }
 }
 
@@ -146,11 +165,7 @@ impl Mailbox {
             match outbox::show(&self.dir, &id) {
                 Ok((record, eml)) => {
                     let parsed = mailpit::parse(&eml);
-                    loaded.push(Entry {
-                        record: Arc::new(record),
-                        parsed: Arc::new(parsed),
-                        read: false,
-                    });
+                    loaded.push(Entry::new(record, parsed));
                 }
                 // The `.json` is renamed into place after the `.eml`, so a missing `.eml` is a
                 // message being deleted: look again next time.

@@ -35,6 +35,9 @@ const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 
 const FRAME_CSP: &str =
     "default-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src data:";
 
+/// Rows the list page shows (the API pages through all of them).
+const LIST_ROWS: usize = 200;
+
 /// The verdict filters offered on the list (Mailpit `tag:` terms).
 const FILTERS: &[(&str, &str)] = &[
     ("", "All messages"),
@@ -198,7 +201,15 @@ pub async fn index(State(state): State<Arc<AppState>>, Query(q): Query<ListQuery
             )
         })
         .collect();
-    let body_rows: String = rows.iter().map(row).collect();
+    let body_rows: String = rows.iter().take(LIST_ROWS).map(row).collect();
+    let more = if rows.len() > LIST_ROWS {
+        format!(
+            "<p>Showing the newest {LIST_ROWS} of {}; search to narrow the list.</p>",
+            rows.len()
+        )
+    } else {
+        String::new()
+    };
     let body = format!(
         "<h1>Outbox</h1>\
          <p class=\"lead\">Every message the simulator accepted, as SES would deliver it, with \
@@ -213,7 +224,7 @@ pub async fn index(State(state): State<Arc<AppState>>, Query(q): Query<ListQuery
          <table id=\"messages\" data-query=\"{query}\"><caption class=\"visually-hidden\">Messages, newest first</caption>\
          <thead><tr><th scope=\"col\">Received</th><th scope=\"col\">From</th><th scope=\"col\">To</th>\
          <th scope=\"col\">Subject</th><th scope=\"col\">Verdict</th></tr></thead>\
-         <tbody>{body_rows}</tbody></table>",
+         <tbody>{body_rows}</tbody></table>{more}",
         text = esc(&text),
         query = esc(&query),
         count = rows.len(),

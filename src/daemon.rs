@@ -5,7 +5,8 @@
 //!
 //! [`start`] does, in order: the `require_published` gate (a selector signs only once DNS
 //! serves its key), the embedded SES simulator when `[upstream] simulator = true` (its endpoint
-//! resolved ONCE, here, and kept by [`Live`] for every reload), the listeners (plaintext with
+//! resolved ONCE, here, and kept by [`Live`] for every reload) with its web UI and
+//! Mailpit-compatible API on `[simulator] http_listen` ([`crate::sim::http`]), the listeners (plaintext with
 //! STARTTLS, and RFC 8314 implicit TLS), the live configuration, the relay protocol on the
 //! server shell, and the file watcher (it polls every file the configuration read and reloads
 //! when `[reload] watch = true`; a reload may turn watching on or off). Nothing here waits for
@@ -32,6 +33,7 @@ use crate::relay::Relay;
 use crate::relay::protocol::RelayProtocol;
 use crate::server::{self, Listener, Mode, Stopped};
 use crate::sim::config::{SimSettings, TlsSource};
+use crate::sim::http::SimHttp;
 use crate::sim::{RunningSim, SimError};
 use crate::spool;
 
@@ -59,6 +61,9 @@ pub enum StartError {
     /// The spool directory could not be opened or recovered.
     #[error("cannot open the spool {0}")]
     Spool(String),
+    /// The simulator's web UI could not bind the `http_listen` the configuration names.
+    #[error("{0}")]
+    SimulatorHttp(#[source] std::io::Error),
 }
 
 /// Where a started relay listens.
@@ -70,6 +75,8 @@ pub struct Addrs {
     pub implicit_tls: Vec<SocketAddr>,
     /// The embedded simulator's STARTTLS listener, when it runs.
     pub simulator: Option<SocketAddr>,
+    /// The embedded simulator's web UI and Mailpit-compatible API, when it runs.
+    pub simulator_http: Option<SocketAddr>,
 }
 
 /// How to start, beyond the configuration.
@@ -92,6 +99,7 @@ pub struct Running {
     spool: Option<spool::Worker>,
     /// `server.shutdown_grace`, for the worker's drain.
     grace: std::time::Duration,
+    simulator_http: Option<SimHttp>,
 }
 
 impl std::fmt::Debug for Running {
@@ -140,6 +148,9 @@ impl Running {
             );
         }
         self.watcher.abort();
+        if let Some(http) = self.simulator_http.take() {
+            http.shutdown().await;
+        }
         if let Some(sim) = self.simulator.take() {
             sim.shutdown().await;
         }
@@ -203,11 +214,18 @@ pub async fn start_with(
                 .map_err(StartError::EmbeddedSimulator)?,
         ),
     };
+    let simulator_http = match (&snapshot.upstream.target, &embedded) {
+        (UpstreamTarget::Simulator(settings), Some((_, sim))) => {
+            start_http(settings, &sim.outbox).await?
+        }
+        _ => None,
+    };
     let listeners = bind_all(&snapshot.server).await.map_err(StartError::Bind)?;
     let mut addrs = Addrs {
         smtp: Vec::new(),
         implicit_tls: Vec::new(),
         simulator: embedded.as_ref().map(|(_, sim)| sim.starttls_addr),
+        simulator_http: simulator_http.as_ref().map(|h| h.addr),
     };
     for l in &listeners {
         let a = l.tcp.local_addr().map_err(StartError::Bind)?;
@@ -264,7 +282,51 @@ pub async fn start_with(
         simulator,
         spool: worker,
         grace,
+        simulator_http,
     })
+}
+
+/// Starts the simulator's web UI and API on `settings.http_listen` over `outbox`. A default
+/// address that is taken (a second simulator on this machine) is a warning, not a failure:
+/// SMTP is the simulator's contract, the page a convenience; an address the file names must
+/// bind.
+async fn start_http(settings: &SimSettings, outbox: &Path) -> Result<Option<SimHttp>, StartError> {
+    let Some(listen) = settings.http_listen else {
+        return Ok(None);
+    };
+    match crate::sim::http::start(listen, outbox.to_path_buf()).await {
+        Ok(h) => Ok(Some(h)),
+        Err(e) if !settings.http_listen_explicit => {
+            tracing::warn!(error = %e, "simulator web UI not started (set [simulator] http_listen to choose another address)");
+            Ok(None)
+        }
+        Err(e) => Err(StartError::SimulatorHttp(e)),
+    }
+}
+
+/// The standalone simulator: its SMTP side and its web UI. Derefs to the [`RunningSim`].
+#[derive(Debug)]
+pub struct Simulator {
+    pub sim: RunningSim,
+    /// The web UI and Mailpit-compatible API, when `http_listen` is on.
+    pub http: Option<SimHttp>,
+}
+
+impl std::ops::Deref for Simulator {
+    type Target = RunningSim;
+    fn deref(&self) -> &RunningSim {
+        &self.sim
+    }
+}
+
+impl Simulator {
+    /// Stops the web UI, then the simulator.
+    pub async fn shutdown(self) {
+        if let Some(http) = self.http {
+            http.shutdown().await;
+        }
+        self.sim.shutdown().await;
+    }
 }
 
 /// Binds every address of the configuration: `listen` (plaintext SMTP, STARTTLS when
@@ -284,7 +346,7 @@ pub async fn bind_all(server: &config::Server) -> std::io::Result<Vec<Listener>>
 
 /// Starts the standalone SES simulator (`dkim-relay ses-sim --config sim.toml`). A generated
 /// CA is written beside the configuration (`ses-sim-ca.pem`) unless `ca_out` says where.
-pub async fn start_simulator(path: &Path) -> Result<RunningSim, StartError> {
+pub async fn start_simulator(path: &Path) -> Result<Simulator, StartError> {
     let mut settings = SimSettings::load_file(path).map_err(StartError::SimulatorConfig)?;
     if matches!(settings.tls, TlsSource::Generate { .. }) && settings.ca_out.is_none() {
         let base = path.parent().unwrap_or(Path::new("."));
@@ -296,13 +358,16 @@ pub async fn start_simulator(path: &Path) -> Result<RunningSim, StartError> {
     for a in &settings.accounts {
         tracing::info!(access_key_id = %a.access_key_id, "account");
     }
+    let http_settings = settings.clone();
     let sim = crate::sim::start(settings, Vec::new()).await?;
+    let http = start_http(&http_settings, &sim.outbox).await?;
     tracing::info!(
         starttls = %sim.starttls_addr,
         implicit = ?sim.implicit_addr,
         ca = ?sim.ca_path,
         outbox = %sim.outbox.display(),
+        http = ?http.as_ref().map(|h| h.addr),
         "SES simulator running"
     );
-    Ok(sim)
+    Ok(Simulator { sim, http })
 }

@@ -28,7 +28,9 @@
 //!   ([`upstream::pool`]), pacing to the account's send rate ([`upstream::pace`]),
 //!   [`upstream::framing`] (dot-stuffing on the fly), [`upstream::settings`]. [`sim`]: the SES SMTP simulator — its protocol on the
 //!   shell, SES's rules and rewrites, the outbox, the DKIM/SPF/DMARC verdict
-//!   ([`sim::verdict`]), the embedded mode ([`sim::embedded`]), live faults ([`sim::fault`]) and
+//!   ([`sim::verdict`]), the embedded mode ([`sim::embedded`]), the web page and
+//!   Mailpit-compatible API over the outbox ([`sim::http`]), the feedback SES would send
+//!   ([`sim::feedback`]), live faults ([`sim::fault`]) and
 //!   the recorder of what it saw ([`sim::record`]). [`doctor`]: checks of the
 //!   published DNS records and their printing. [`spool`]: the durable queue (commit with
 //!   fsync and a checksummed marker, retry schedule, background delivery that pauses on

@@ -25,6 +25,8 @@ pub struct RawSim {
     pub outbox: Option<String>,
     pub starttls_listen: Option<String>,
     pub implicit_listen: Option<String>,
+    /// The web UI and Mailpit-compatible API; empty, "off" or "none" turns it off.
+    pub http_listen: Option<String>,
     pub tls_cert: Option<String>,
     pub tls_key: Option<String>,
     pub cert_names: Option<Vec<String>>,
@@ -191,6 +193,11 @@ pub struct SimSettings {
     pub starttls_listen: SocketAddr,
     /// `None`: no implicit-TLS listener.
     pub implicit_listen: Option<SocketAddr>,
+    /// The web UI and Mailpit-compatible API (`None`: off).
+    pub http_listen: Option<SocketAddr>,
+    /// Whether `http_listen` was written in the file: then a bind failure stops the start;
+    /// the default (`127.0.0.1:8025`) is best effort, so a second simulator still starts.
+    pub http_listen_explicit: bool,
     pub tls: TlsSource,
     /// Where to write the CA certificate (PEM) that clients should trust, when generated.
     pub ca_out: Option<PathBuf>,
@@ -221,6 +228,8 @@ pub struct SimSettings {
 }
 
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 41_943_040;
+/// Mailpit's port, so its clients and helpers work without configuration; loopback only.
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8025";
 
 /// Parses a reply written as `"454 Throttling failure: …"` (code, space, text).
 pub fn parse_reply_text(s: &str) -> Option<Reply> {
@@ -270,6 +279,11 @@ impl SimSettings {
         let implicit_listen = match raw.implicit_listen.as_deref().unwrap_or("127.0.0.1:0") {
             "" | "none" | "off" => None,
             v => Some(addr("implicit_listen", v)?),
+        };
+        let http_listen_explicit = raw.http_listen.is_some();
+        let http_listen = match raw.http_listen.as_deref().unwrap_or(DEFAULT_HTTP_LISTEN) {
+            "" | "none" | "off" => None,
+            v => Some(addr("http_listen", v)?),
         };
         let tls = match (raw.tls_cert, raw.tls_key) {
             (Some(c), Some(k)) => {
@@ -455,6 +469,8 @@ impl SimSettings {
             outbox,
             starttls_listen,
             implicit_listen,
+            http_listen,
+            http_listen_explicit,
             tls,
             ca_out,
             accounts,
@@ -541,6 +557,14 @@ mod tests {
         assert_eq!(s.max_message_size, 41_943_040);
         assert_eq!(s.idle_timeout, Duration::from_secs(10));
         assert!(s.implicit_listen.is_some());
+        assert_eq!(s.http_listen, Some("127.0.0.1:8025".parse().unwrap()));
+        assert!(!s.http_listen_explicit);
+        let raw: RawSim = toml::from_str("http_listen = \"\"\n").unwrap();
+        let s = SimSettings::resolve(Some(&raw), Path::new("/tmp")).unwrap();
+        assert_eq!(s.http_listen, None);
+        let raw: RawSim = toml::from_str("http_listen = \"8025\"\n").unwrap();
+        let e = SimSettings::resolve(Some(&raw), Path::new("/tmp")).unwrap_err();
+        assert_eq!(e.0, "http_listen");
     }
 
     #[test]

@@ -9,6 +9,9 @@
 //! - [`deliver`]: the delivered form (SES header rewrites, `d=amazonses.com` signature);
 //! - [`outbox`]: `<id>.eml` + `<id>.json` per accepted message, listing and formatting;
 //! - `connection`: one connection on the shell (session, faults, recorder, end-of-data pipeline);
+//! - [`feedback`]: the bounce (RFC 3464), complaint (RFC 5965) and auto-reply notifications SES
+//!   would send to the MAIL FROM for mailbox-simulator recipients, stored in the outbox;
+//! - [`http`]: the web UI and the Mailpit-compatible API over the outbox (`http_listen`);
 //! - [`server`]: the simulator as a protocol of the shared server shell (`crate::server`);
 //!   `start`, `start_embedded` (the standalone start is `daemon::start_simulator`).
 
@@ -17,6 +20,8 @@ mod connection;
 pub mod deliver;
 pub mod embedded;
 pub mod fault;
+pub mod feedback;
+pub mod http;
 pub mod outbox;
 pub mod record;
 pub mod rules;

@@ -27,7 +27,8 @@ pub struct Record {
     pub id: String,
     /// Acceptance time, RFC 3339.
     pub time: String,
-    /// The client's address and port.
+    /// The client's address and port; `feedback:<original ID>` for the notification the
+    /// simulator wrote on SES's behalf ([`super::feedback`]).
     pub client: String,
     /// The access key ID that authenticated.
     pub user: String,
@@ -93,8 +94,18 @@ fn check_id(id: &str) -> Result<(), OutboxError> {
     Ok(())
 }
 
-/// Stores one message: the `.eml` first, then the `.json` that makes it visible to [`list`].
+/// Stores one accepted message, then the feedback SES would send for its mailbox-simulator
+/// recipients ([`super::feedback`]; a failure there is logged, the message stays stored).
 pub fn write(dir: &Path, record: &Record, eml: &[u8]) -> Result<(), OutboxError> {
+    write_record(dir, record, eml)?;
+    if let Err(e) = super::feedback::write_for(dir, record, eml) {
+        tracing::warn!(id = %record.id, error = %e, "cannot store the simulated feedback");
+    }
+    Ok(())
+}
+
+/// Stores one message: the `.eml` first, then the `.json` that makes it visible to [`list`].
+pub fn write_record(dir: &Path, record: &Record, eml: &[u8]) -> Result<(), OutboxError> {
     check_id(&record.id)?;
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     write_atomic(&dir.join(format!("{}.eml", record.id)), eml)?;
@@ -145,6 +156,21 @@ pub fn show(dir: &Path, id: &str) -> Result<(Record, Vec<u8>), OutboxError> {
     let eml_path = dir.join(format!("{id}.eml"));
     let eml = std::fs::read(&eml_path).map_err(io(&eml_path))?;
     Ok((record, eml))
+}
+
+/// Removes one message: the `.json` first (it makes the message visible), then the `.eml`.
+/// A message already gone is not an error.
+pub fn remove(dir: &Path, id: &str) -> Result<(), OutboxError> {
+    check_id(id)?;
+    for ext in ["json", "eml"] {
+        let path = dir.join(format!("{id}.{ext}"));
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(&path)(e)),
+        }
+    }
+    Ok(())
 }
 
 /// `dkim=pass spf=pass dmarc=pass`: the best DKIM result (aligned pass, any pass, first),

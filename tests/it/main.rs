@@ -13,7 +13,8 @@
 //!   oversigning, escaping; the differential suite against Python), `hardening`, `hardening2`
 //!   and `hardening_config` (issue 13), `keygen_dns`, `layering` (reads `src/`: imports point
 //!   down), `pacing`, `parsers_proptest`, `pool`, `relay_e2e`, `relay_sim`, `reload`,
-//!   `sim_dkim`, `sim_interop`, `sim_smtp`, `spool` (the durable queue against the simulator),
+//!   `sim_dkim`, `sim_http` (the simulator's web UI and Mailpit API),
+//!   `sim_interop`, `sim_smtp`, `spool` (the durable queue against the simulator),
 //!   `spool_crash` (`kill -9` of the relay binary during a stream), `tenant` (issue 9: tenant
 //!   binding).
 
@@ -35,6 +36,7 @@ mod relay_e2e;
 mod relay_sim;
 mod reload;
 mod sim_dkim;
+mod sim_http;
 mod sim_interop;
 mod sim_smtp;
 mod spool;

@@ -11,6 +11,11 @@
 //! when `[reload] watch = true`; a reload may turn watching on or off). Nothing here waits for
 //! signals: the caller decides when to [`Running::reload`] and [`Running::shutdown`].
 //!
+//! Metrics and readiness ([`crate::metrics`], [`crate::health`]) are created here, once per
+//! relay, and handed down: the relay records into them, the live configuration counts reloads,
+//! and the `[http]` endpoint serves them. A component added later registers its readiness check
+//! or queue probe through [`Running::readiness`] / [`Running::metrics`].
+//!
 //! Invariants: a failed start leaves nothing running (whatever was started is dropped, which
 //! closes it); [`Running::shutdown`] drains the relay (transactions in flight finish within the
 //! grace period), closes the upstream pool, stops the watcher, then stops the simulator.
@@ -22,6 +27,8 @@ use std::sync::Arc;
 use crate::config::reload::{Live, Reloaded};
 use crate::config::{self, Diagnostic, Severity, Snapshot, UpstreamTarget};
 use crate::dns::lookup::{HickoryLookup, Lookup};
+use crate::health::{Flag, Readiness};
+use crate::metrics::Metrics;
 use crate::relay::Relay;
 use crate::relay::protocol::RelayProtocol;
 use crate::server::{self, Listener, Mode, Stopped};
@@ -60,6 +67,8 @@ pub struct Addrs {
     pub implicit_tls: Vec<SocketAddr>,
     /// The embedded simulator's STARTTLS listener, when it runs.
     pub simulator: Option<SocketAddr>,
+    /// `[http] listen`: `/metrics`, `/livez`, `/readyz`.
+    pub http: Option<SocketAddr>,
 }
 
 /// How to start, beyond the configuration.
@@ -78,6 +87,11 @@ pub struct Running {
     server: server::Handle,
     watcher: tokio::task::JoinHandle<()>,
     simulator: Option<RunningSim>,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+    /// Set while the listeners accept (cleared when draining starts).
+    listening: Arc<Flag>,
+    http: Option<crate::http::Handle>,
 }
 
 impl std::fmt::Debug for Running {
@@ -102,18 +116,33 @@ impl Running {
         self.simulator.as_ref()
     }
 
+    /// The relay's metrics (a spool registers its queue probe here).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The readiness checks `/readyz` runs (a spool or the upstream registers its own here).
+    pub fn readiness(&self) -> &Arc<Readiness> {
+        &self.readiness
+    }
+
     /// Begins a graceful shutdown without waiting for it (new connections are refused at once).
     pub fn signal(&mut self) {
+        self.listening.set(false);
         self.server.signal();
     }
 
     /// Stops accepting, lets transactions in flight finish within the grace period, closes the
     /// upstream pool, stops the watcher, then the embedded simulator; says what was cut.
     pub async fn shutdown(mut self) -> Stopped {
+        self.listening.set(false);
         let stopped = self.server.shutdown().await;
         self.watcher.abort();
         if let Some(sim) = self.simulator.take() {
             sim.shutdown().await;
+        }
+        if let Some(http) = self.http.take() {
+            http.shutdown().await;
         }
         if stopped.aborted > 0 {
             tracing::warn!(aborted = stopped.aborted, "stopped with connections cut");
@@ -173,10 +202,15 @@ pub async fn start_with(
         ),
     };
     let listeners = bind_all(&snapshot.server).await.map_err(StartError::Bind)?;
+    let http_listener = match &snapshot.http {
+        Some(h) => Some(crate::http::bind(h).await.map_err(StartError::Bind)?),
+        None => None,
+    };
     let mut addrs = Addrs {
         smtp: Vec::new(),
         implicit_tls: Vec::new(),
         simulator: embedded.as_ref().map(|(_, sim)| sim.starttls_addr),
+        http: None,
     };
     for l in &listeners {
         let a = l.tcp.local_addr().map_err(StartError::Bind)?;
@@ -197,8 +231,27 @@ pub async fn start_with(
     if let Some(lookup) = options.lookup {
         live = live.with_lookup(lookup);
     }
-    let protocol = RelayProtocol::new(live.relay_settings(), Relay::new());
+    let metrics = Arc::new(Metrics::new());
+    live = live.with_metrics(Arc::clone(&metrics));
+    let readiness = Readiness::new();
+    readiness.register_fn("config", config_check(live.clone()));
+    let listening = readiness.flag("listeners", "not accepting (starting or draining)");
+    let relay = Relay::with_metrics(Arc::clone(&metrics));
+    let protocol = RelayProtocol::new(live.relay_settings(), relay);
     let server = server::spawn(listeners, Arc::new(protocol));
+    listening.set(true);
+    let http = match http_listener {
+        Some(l) => {
+            let observed = crate::http::Observed {
+                metrics: Arc::clone(&metrics),
+                readiness: Arc::clone(&readiness),
+            };
+            let h = crate::http::spawn(l, observed).map_err(StartError::Bind)?;
+            addrs.http = Some(h.addr);
+            Some(h)
+        }
+        None => None,
+    };
     let watcher = config::watch::spawn(live.clone());
     Ok(Running {
         addrs,
@@ -206,7 +259,33 @@ pub async fn start_with(
         server,
         watcher,
         simulator,
+        metrics,
+        readiness,
+        listening,
+        http,
     })
+}
+
+/// Readiness `config`: the configuration in force has, for every domain, a loaded key that
+/// signs (a snapshot is only ever swapped in whole, so this holds unless a domain was left
+/// without an active selector, e.g. by `require_published`).
+fn config_check(live: Live) -> impl Fn() -> Result<(), String> + Send + Sync + 'static {
+    move || {
+        let snapshot = live.snapshot();
+        let idle: Vec<&str> = snapshot
+            .domains
+            .values()
+            .filter(|d| d.active.is_empty())
+            .map(|d| d.name.as_str())
+            .collect();
+        if snapshot.domains.is_empty() {
+            Err("no signing domain configured".into())
+        } else if !idle.is_empty() {
+            Err(format!("no active key for {}", idle.join(", ")))
+        } else {
+            Ok(())
+        }
+    }
 }
 
 /// Binds every address of the configuration: `listen` (plaintext SMTP, STARTTLS when

@@ -28,7 +28,8 @@
 //!   the fly), [`upstream::settings`]. [`sim`]: the SES SMTP simulator — its protocol on the
 //!   shell, SES's rules and rewrites, the outbox, the DKIM/SPF/DMARC verdict
 //!   ([`sim::verdict`]), the embedded mode ([`sim::embedded`]). [`doctor`]: checks of the
-//!   published DNS records and their printing.
+//!   published DNS records and their printing. [`http`]: the operator's endpoint
+//!   (`/metrics`, `/livez`, `/readyz`).
 //! - **core** (sans-IO) — [`smtp`]: framing ([`smtp::codec`]), commands with typed errors,
 //!   replies, the relay's session state machine, the SASL PLAIN/LOGIN steps ([`smtp::sasl`])
 //!   and the envelope. [`message`]: the header section as spans, header From, the SES header
@@ -39,7 +40,10 @@
 //! - **leaves** — [`allow_list`]: the client allow-list (`allow_networks`) and loopback;
 //!   [`budget`]: the bytes-in-flight budget; [`domain_name`]: the one domain normaliser and
 //!   parent walk; [`secret`]: masked secrets; [`ses_password`]: SES SMTP password derivation;
-//!   [`tls`]: certificates and server TLS; [`users`]: submission users and their domains.
+//!   [`tls`]: certificates and server TLS; [`users`]: submission users and their domains;
+//!   [`metrics`]: the typed Prometheus handles, passed down from the composition root, label
+//!   values only from closed enums or the configuration; [`health`]: readiness checks any
+//!   component registers.
 
 pub mod allow_list;
 pub mod budget;
@@ -50,7 +54,10 @@ pub mod dkim;
 pub mod dns;
 pub mod doctor;
 pub mod domain_name;
+pub mod health;
+pub mod http;
 pub mod message;
+pub mod metrics;
 
 pub mod relay;
 pub mod secret;

@@ -12,6 +12,8 @@ use crate::smtp::codec::BareNewline;
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    /// `"text"` (default) or `"json"`: one JSON object per log line.
+    pub log_format: Option<String>,
     #[serde(default)]
     pub server: RawServer,
     #[serde(default)]
@@ -24,6 +26,15 @@ pub struct RawConfig {
     pub dns: RawDns,
     #[serde(default)]
     pub domains: BTreeMap<String, RawDomain>,
+    /// `[http]`: the operator's endpoint (metrics, health); off when absent.
+    pub http: Option<RawHttp>,
+}
+
+/// `[http]`: `/metrics`, `/livez`, `/readyz`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    pub listen: Option<String>,
 }
 
 /// `[reload]`: how configuration and key changes are picked up, and key rotation policy.

@@ -16,6 +16,7 @@ use super::*;
 
 mod dns;
 mod domains;
+mod http;
 mod reload;
 mod server;
 mod upstream;
@@ -136,6 +137,7 @@ pub(super) fn resolve(file: &Path, text: &str, raw: RawConfig) -> LoadResult {
     let profile = upstream.as_ref().map(|u| u.profile).unwrap_or(Profile::Ses);
     let reload = reload(&mut cx, &raw.reload);
     let dns = dns(&mut cx, &raw.dns);
+    let (http, log_format) = http::http(&mut cx, raw.http.as_ref(), raw.log_format.as_deref());
     let mut domains = Domains::default();
     if raw.domains.is_empty() {
         cx.error(
@@ -194,6 +196,8 @@ pub(super) fn resolve(file: &Path, text: &str, raw: RawConfig) -> LoadResult {
             reload,
             dns,
             domains,
+            http,
+            log_format,
             files: cx.files,
             warnings: cx.found,
         }),

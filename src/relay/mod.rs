@@ -6,12 +6,14 @@
 //! - [`pipeline`] — one message: header From → signing domain → SES header policy → envelope
 //!   rewrite → DKIM signature → upstream (pooled, verified TLS) → the upstream's reply. Fail
 //!   closed: a message that cannot be signed gets a 451 and nothing is sent.
+//! - [`observe`] — what the relay records in [`crate::metrics`] (one call per step).
 //! - [`settings`] — everything the relay reads, built by `config` and swapped whole by a reload
 //!   (a connection keeps the settings it was accepted with).
 //!
 //! Long-lived state ([`Relay`]: the upstream pool and the bytes-in-flight budget) outlives
 //! reloads; settings do not.
 
+pub mod observe;
 pub mod pipeline;
 pub mod protocol;
 pub mod settings;

@@ -9,10 +9,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use super::observe;
 use super::settings::Settings;
 use crate::budget::ByteBudget;
 use crate::dkim::signer;
 use crate::message;
+use crate::metrics::{Metrics, RemovedHeader, SignOutcome, Stage};
 use crate::smtp::envelope::Envelope;
 use crate::smtp::reply::Reply;
 use crate::upstream::pool::{Delivery, Pool};
@@ -33,14 +35,27 @@ pub struct Relay {
     /// Message bytes held by every connection of this relay (kept across reloads, which only
     /// change its limit).
     budget: ByteBudget,
+    /// Where every step is counted (one registry, from the composition root).
+    metrics: Arc<Metrics>,
 }
 
 impl Relay {
     pub fn new() -> Arc<Relay> {
+        Relay::with_metrics(Arc::new(Metrics::new()))
+    }
+
+    /// A relay that records into `metrics`.
+    pub fn with_metrics(metrics: Arc<Metrics>) -> Arc<Relay> {
         Arc::new(Relay {
             pool: Mutex::new(None),
             budget: ByteBudget::new(usize::MAX),
+            metrics,
         })
+    }
+
+    /// The metrics this relay records into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The bytes-in-flight budget, its limit set from `settings` (the newest a connection
@@ -110,6 +125,7 @@ impl Relay {
         ) {
             Ok(p) => p,
             Err(reply) => {
+                observe::refusal(&self.metrics, Stage::Message, &reply);
                 tracing::info!(
                     conn = client.conn_id,
                     client = %client.addr,
@@ -121,6 +137,9 @@ impl Relay {
                 return reply;
             }
         };
+        let m = &self.metrics;
+        m.headers_removed(RemovedHeader::DkimSignature, prepared.removed_signatures);
+        m.headers_removed(RemovedHeader::ReturnPath, prepared.removed_return_path);
         if prepared.removed_signatures > 0 || prepared.removed_return_path > 0 {
             tracing::info!(
                 conn = client.conn_id,
@@ -135,6 +154,7 @@ impl Relay {
         let signatures = match signer::sign(&domain, &prepared.message) {
             Ok(s) => s,
             Err(e) => {
+                observe::signed(&self.metrics, &domain, SignOutcome::Error);
                 tracing::error!(conn = client.conn_id, error = %e, "signing failed; message refused");
                 return Reply::new(
                     451,
@@ -143,6 +163,7 @@ impl Relay {
                 );
             }
         };
+        observe::signed(&self.metrics, &domain, SignOutcome::Signed);
         let envelope_from = prepared.envelope_from.address();
         // The DATA buffer, spans and all, goes out as slices: no serialized or stuffed copy.
         let outgoing = signer::with_signatures(signatures, prepared.message);
@@ -152,11 +173,16 @@ impl Relay {
         let pool = match self.pool_for(snapshot) {
             Ok(p) => p,
             Err(e) => {
+                self.metrics
+                    .rejection(Stage::Upstream, crate::metrics::Reason::Network);
                 tracing::error!(conn = client.conn_id, error = %e, "upstream unusable");
                 return Reply::new(451, "4.4.0", "Upstream unavailable; try again later");
             }
         };
-        let (reply, upstream_text) = match pool.deliver(&envelope_from, &rcpts, &parts).await {
+        let sent = Instant::now();
+        let delivery = pool.deliver(&envelope_from, &rcpts, &parts).await;
+        observe::upstream(&self.metrics, &delivery, sent.elapsed());
+        let (reply, upstream_text) = match delivery {
             Delivery::Answered { reply, .. } => {
                 let text = reply.one_line();
                 // A 421 says the *upstream* is closing its connection; passed on, it would tell

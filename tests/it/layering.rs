@@ -27,7 +27,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("assembly", &["main", "cli", "daemon", "config"]),
     (
         "services",
-        &["server", "relay", "upstream", "sim", "doctor"],
+        &["server", "relay", "upstream", "sim", "doctor", "http"],
     ),
     ("core", &["smtp", "message", "dkim", "dns"]),
     (
@@ -36,6 +36,8 @@ const LAYERS: &[(&str, &[&str])] = &[
             "allow_list",
             "budget",
             "domain_name",
+            "health",
+            "metrics",
             "secret",
             "ses_password",
             "tls",

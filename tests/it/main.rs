@@ -10,7 +10,8 @@
 //!   simulator; [`support::dns_server`] is an authoritative DNS server on 127.0.0.1 for
 //!   `doctor` and `require_published`.
 //! - one module per area: `cli`, `doctor`, `hardening`, `keygen_dns`, `layering` (reads
-//!   `src/`: imports point down), `parsers_proptest`, `relay_e2e`, `relay_sim`, `reload`,
+//!   `src/`: imports point down), `metrics` (`/metrics`, `/livez`, `/readyz`, JSON logs),
+//!   `parsers_proptest`, `relay_e2e`, `relay_sim`, `reload`,
 //!   `sim_dkim`, `sim_interop`, `sim_smtp`.
 
 mod support;
@@ -20,6 +21,7 @@ mod doctor;
 mod hardening;
 mod keygen_dns;
 mod layering;
+mod metrics;
 mod parsers_proptest;
 mod relay_e2e;
 mod relay_sim;

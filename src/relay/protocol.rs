@@ -182,9 +182,11 @@ impl server::Handler for RelayHandler {
     }
 
     async fn command(&mut self, line: Result<Vec<u8>, LineError>) -> Action {
-        let stage = line.as_deref().map_or(Stage::Command, Stage::of_command);
+        let mut stage = line.as_deref().map_or(Stage::Command, Stage::of_command);
         let mut action = self.session.command(line);
         if let session::Action::Authenticate(creds) = action {
+            // Also after a SASL continuation line, whose verb is base64.
+            stage = Stage::Auth;
             action = self.authenticate(creds).await;
         }
         let action = shell_action(action);

@@ -368,3 +368,62 @@ fn serve_logs_json_lines_and_health_probes_livez() {
         "nothing answers after the stop"
     );
 }
+
+#[tokio::test]
+async fn http_and_log_format_are_checked_and_need_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "log_format = \"yaml\"", "");
+    let errors = config::load(&path).unwrap_err();
+    assert!(
+        errors
+            .iter()
+            .any(|d| d.key == "log_format" && d.message.contains("\"text\" or \"json\"")),
+        "{errors:?}"
+    );
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("log_format = \"yaml\"", "")
+        .replace(
+            "listen = \"127.0.0.1:0\"\n[domains",
+            "listen = \"localhost\"\n[domains",
+        );
+    std::fs::write(&path, &text).unwrap();
+    let errors = config::load(&path).unwrap_err();
+    let bad = errors
+        .iter()
+        .find(|d| d.key == "http.listen")
+        .expect("http.listen");
+    assert!(
+        bad.line.is_some() && bad.message.contains("IP:PORT"),
+        "{bad}"
+    );
+
+    // A running relay refuses a reload that moves the endpoint or changes the log format.
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "", "");
+    let running = daemon::start(&path, config::load(&path).unwrap())
+        .await
+        .unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "log_format = \"json\"\n{}",
+            text.replace("[http]\nlisten = \"127.0.0.1:0\"\n", "")
+        ),
+    )
+    .unwrap();
+    let refused = running.reload().await.unwrap_err();
+    let keys: Vec<&str> = refused.iter().map(|d| d.key.as_str()).collect();
+    assert!(
+        keys.contains(&"http.listen") && keys.contains(&"log_format"),
+        "{refused:?}"
+    );
+    let (status, body) = get(running.addrs.http.unwrap(), "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("dkim_relay_reloads_total{outcome=\"failure\"} 1"),
+        "{body}"
+    );
+    running.shutdown().await;
+}

@@ -9,8 +9,10 @@
 //!   style), so an operator sees which one fails.
 //!
 //! Only `GET` (and `HEAD`) are answered; the server has no state a request can change. It runs
-//! on its own task beside the SMTP server and stops with it ([`Handle::shutdown`]); every
-//! request is bounded by [`REQUEST_TIMEOUT`] so a slow client cannot hold a connection open.
+//! on its own task beside the SMTP server and stops after it ([`Handle::shutdown`]), so probes
+//! see "not ready" while the relay drains. Answering a request is bounded by
+//! [`REQUEST_TIMEOUT`]; reading one is not (axum's server sets no header-read timer), which is
+//! why the endpoint belongs on loopback or a network only the scraper and the kubelet reach.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -401,9 +401,13 @@ async fn http_and_log_format_are_checked_and_need_a_restart() {
     // A running relay refuses a reload that moves the endpoint or changes the log format.
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), "", "");
-    let running = daemon::start(&path, config::load(&path).unwrap())
-        .await
-        .unwrap();
+    let snapshot = config::load(&path).unwrap();
+    let described = snapshot.describe();
+    assert!(
+        described.contains("log_format = \"text\"\n[http]\nlisten = \"127.0.0.1:0\"\n"),
+        "{described}"
+    );
+    let running = daemon::start(&path, snapshot).await.unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(
         &path,

@@ -15,6 +15,10 @@
 //! With `[spool]`, [`start`] also opens the spool (recovering it after a crash: uncommitted
 //! files dropped, messages that were in flight requeued) before the relay accepts anything,
 //! and starts its delivery worker.
+//! Metrics and readiness ([`crate::metrics`], [`crate::health`]) are created here, once per
+//! relay, and handed down: the relay records into them, the live configuration counts reloads,
+//! and the `[http]` endpoint serves them. A component added later registers its readiness check
+//! or queue probe through [`Running::readiness`] / [`Running::metrics`].
 //!
 //! Invariants: a failed start leaves nothing running (whatever was started is dropped, which
 //! closes it); [`Running::shutdown`] drains the relay (transactions in flight finish within the
@@ -29,6 +33,8 @@ use std::sync::Arc;
 use crate::config::reload::{Live, Reloaded};
 use crate::config::{self, Diagnostic, Severity, Snapshot, UpstreamTarget};
 use crate::dns::lookup::{HickoryLookup, Lookup};
+use crate::health::{Flag, Readiness};
+use crate::metrics::Metrics;
 use crate::relay::Relay;
 use crate::relay::protocol::RelayProtocol;
 use crate::server::{self, Listener, Mode, Stopped};
@@ -77,6 +83,8 @@ pub struct Addrs {
     pub simulator: Option<SocketAddr>,
     /// The embedded simulator's web UI and Mailpit-compatible API, when it runs.
     pub simulator_http: Option<SocketAddr>,
+    /// `[http] listen`: `/metrics`, `/livez`, `/readyz`.
+    pub http: Option<SocketAddr>,
 }
 
 /// How to start, beyond the configuration.
@@ -100,6 +108,11 @@ pub struct Running {
     /// `server.shutdown_grace`, for the worker's drain.
     grace: std::time::Duration,
     simulator_http: Option<SimHttp>,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+    /// Set while the listeners accept (cleared when draining starts).
+    listening: Arc<Flag>,
+    http: Option<crate::http::Handle>,
 }
 
 impl std::fmt::Debug for Running {
@@ -124,14 +137,26 @@ impl Running {
         self.simulator.as_ref()
     }
 
+    /// The relay's metrics (a spool registers its queue probe here).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The readiness checks `/readyz` runs (a spool or the upstream registers its own here).
+    pub fn readiness(&self) -> &Arc<Readiness> {
+        &self.readiness
+    }
+
     /// Begins a graceful shutdown without waiting for it (new connections are refused at once).
     pub fn signal(&mut self) {
+        self.listening.set(false);
         self.server.signal();
     }
 
     /// Stops accepting, lets transactions in flight finish within the grace period, closes the
     /// upstream pool, stops the watcher, then the embedded simulator; says what was cut.
     pub async fn shutdown(mut self) -> Stopped {
+        self.listening.set(false);
         let worker = self.spool.take();
         let grace = self.grace;
         let worker = async move {
@@ -153,6 +178,9 @@ impl Running {
         }
         if let Some(sim) = self.simulator.take() {
             sim.shutdown().await;
+        }
+        if let Some(http) = self.http.take() {
+            http.shutdown().await;
         }
         if stopped.aborted > 0 {
             tracing::warn!(aborted = stopped.aborted, "stopped with connections cut");
@@ -221,11 +249,16 @@ pub async fn start_with(
         _ => None,
     };
     let listeners = bind_all(&snapshot.server).await.map_err(StartError::Bind)?;
+    let http_listener = match &snapshot.http {
+        Some(h) => Some(crate::http::bind(h).await.map_err(StartError::Bind)?),
+        None => None,
+    };
     let mut addrs = Addrs {
         smtp: Vec::new(),
         implicit_tls: Vec::new(),
         simulator: embedded.as_ref().map(|(_, sim)| sim.starttls_addr),
         simulator_http: simulator_http.as_ref().map(|h| h.addr),
+        http: None,
     };
     for l in &listeners {
         let a = l.tcp.local_addr().map_err(StartError::Bind)?;
@@ -254,15 +287,20 @@ pub async fn start_with(
     if let Some(lookup) = options.lookup {
         live = live.with_lookup(lookup);
     }
+    let metrics = Arc::new(Metrics::new());
+    live = live.with_metrics(Arc::clone(&metrics));
+    let readiness = Readiness::new();
+    readiness.register_fn("config", config_check(live.clone()));
+    let listening = readiness.flag("listeners", "not accepting (starting or draining)");
     let (relay, worker) = match spool_settings {
-        None => (Relay::new(), None),
+        None => (Relay::with(None, Arc::clone(&metrics)), None),
         Some(settings) => {
             let opened = spool::Store::open(&settings.dir)
                 .and_then(|store| spool::Worker::open(Arc::new(store)))
                 .map_err(|e| StartError::Spool(format!("{}: {e}", settings.dir.display())))?;
             let (intake, pending) = opened;
             tracing::info!(dir = %settings.dir.display(), mode = settings.mode.name(), "spool open");
-            let relay = Relay::with_spool(Some(intake));
+            let relay = Relay::with(Some(intake), Arc::clone(&metrics));
             let source = crate::relay::SpoolSource {
                 relay: Arc::clone(&relay),
                 current: live.relay_settings(),
@@ -273,6 +311,19 @@ pub async fn start_with(
     };
     let protocol = RelayProtocol::new(live.relay_settings(), relay);
     let server = server::spawn(listeners, Arc::new(protocol));
+    listening.set(true);
+    let http = match http_listener {
+        Some(l) => {
+            let observed = crate::http::Observed {
+                metrics: Arc::clone(&metrics),
+                readiness: Arc::clone(&readiness),
+            };
+            let h = crate::http::spawn(l, observed).map_err(StartError::Bind)?;
+            addrs.http = Some(h.addr);
+            Some(h)
+        }
+        None => None,
+    };
     let watcher = config::watch::spawn(live.clone());
     Ok(Running {
         addrs,
@@ -283,6 +334,10 @@ pub async fn start_with(
         spool: worker,
         grace,
         simulator_http,
+        metrics,
+        readiness,
+        listening,
+        http,
     })
 }
 
@@ -326,6 +381,28 @@ impl Simulator {
             http.shutdown().await;
         }
         self.sim.shutdown().await;
+    }
+}
+
+/// Readiness `config`: the configuration in force has, for every domain, a loaded key that
+/// signs (a snapshot is only ever swapped in whole, so this holds unless a domain was left
+/// without an active selector, e.g. by `require_published`).
+fn config_check(live: Live) -> impl Fn() -> Result<(), String> + Send + Sync + 'static {
+    move || {
+        let snapshot = live.snapshot();
+        let idle: Vec<&str> = snapshot
+            .domains
+            .values()
+            .filter(|d| d.active.is_empty())
+            .map(|d| d.name.as_str())
+            .collect();
+        if snapshot.domains.is_empty() {
+            Err("no signing domain configured".into())
+        } else if !idle.is_empty() {
+            Err(format!("no active key for {}", idle.join(", ")))
+        } else {
+            Ok(())
+        }
     }
 }
 

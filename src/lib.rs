@@ -37,7 +37,8 @@
 //!   account-level SES answers, dead-letter); [`upstream::reply_class`] says what each SES
 //!   answer affects. [`dmarc_report`]: receivers' DMARC aggregate
 //!   reports read (XML, gzip, zip, email) and explained in this setup's terms
-//!   ([`dmarc_report::analysis`]); `cli::dmarc_report` prints them.
+//!   ([`dmarc_report::analysis`]); `cli::dmarc_report` prints them. [`http`]: the operator's endpoint
+//!   (`/metrics`, `/livez`, `/readyz`).
 //! - **core** (sans-IO) — [`smtp`]: framing ([`smtp::codec`]), commands with typed errors,
 //!   replies, the relay's session state machine, the SASL PLAIN/LOGIN steps ([`smtp::sasl`])
 //!   and the envelope. [`message`]: the header section as spans, header From (the strict,
@@ -51,7 +52,10 @@
 //!   [`budget`]: the bytes-in-flight budget; [`domain_name`]: the one domain normaliser and
 //!   parent walk; [`regular_file`]: reading a named file safely (regular, bounded, not
 //!   world-writable); [`secret`]: masked secrets; [`ses_password`]: SES SMTP password derivation;
-//!   [`tls`]: certificates and server TLS; [`users`]: submission users and their domains.
+//!   [`tls`]: certificates and server TLS; [`users`]: submission users and their domains;
+//!   [`metrics`]: the typed Prometheus handles, passed down from the composition root, label
+//!   values only from closed enums or the configuration; [`health`]: readiness checks any
+//!   component registers.
 
 pub mod allow_list;
 pub mod budget;
@@ -63,7 +67,10 @@ pub mod dmarc_report;
 pub mod dns;
 pub mod doctor;
 pub mod domain_name;
+pub mod health;
+pub mod http;
 pub mod message;
+pub mod metrics;
 
 pub mod regular_file;
 pub mod relay;

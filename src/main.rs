@@ -73,6 +73,15 @@ enum Command {
         #[arg(long)]
         nameserver: Option<std::net::SocketAddr>,
     },
+    /// GET the relay's health endpoint and exit 0 on HTTP 200 (the container image's
+    /// HEALTHCHECK: it has no shell and no curl).
+    Health {
+        #[arg(long, default_value = dkim_relay::cli::health::DEFAULT_URL)]
+        url: String,
+        /// Seconds to wait for the connection and the answer.
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
+    },
     /// Run the SES SMTP simulator on its own (staging; any SMTP client can use it).
     SesSim {
         #[arg(long, default_value = "sim.toml")]
@@ -142,7 +151,10 @@ enum OutboxAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    dkim_relay::cli::init_logging();
+    // `serve` sets logging up once it has read `log_format`.
+    if !matches!(cli.command, Command::Serve { .. }) {
+        dkim_relay::cli::init_logging();
+    }
     match cli.command {
         Command::Serve { config } => dkim_relay::cli::serve(&config),
         Command::Check { config } => dkim_relay::cli::check(&config),
@@ -157,6 +169,9 @@ fn main() -> ExitCode {
         } => dkim_relay::cli::keygen(&domain, &selector, &algorithm, bits, &keys_dir),
         Command::Dns { config, format } => dkim_relay::cli::dns(&config, &format),
         Command::Doctor { config, nameserver } => dkim_relay::cli::doctor(&config, nameserver),
+        Command::Health { url, timeout } => {
+            dkim_relay::cli::health::health(&url, std::time::Duration::from_secs(timeout))
+        }
         Command::SesSim { config } => dkim_relay::cli::ses_sim(&config),
         Command::DmarcReport { files, json } => dkim_relay::cli::dmarc_report::run(&files, json),
         Command::Outbox { dir, json, action } => match action {

@@ -47,22 +47,18 @@ pub fn write_stdout(args: std::fmt::Arguments<'_>, newline: bool) {
 }
 
 pub mod dmarc_report;
+pub mod health;
+pub mod logging;
 pub mod outbox;
 pub mod queue;
 pub mod serve;
 
 pub use serve::{serve, ses_sim};
 
-/// Logs go to stderr; `RUST_LOG` refines the level (default `info`).
+/// Logs go to stderr as text; `RUST_LOG` refines the level (default `info`). `serve` sets
+/// them up itself, once it has read `log_format` ([`logging`]).
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .try_init();
+    logging::init(config::LogFormat::Text);
 }
 
 /// The multi-threaded tokio runtime the long-running commands use.

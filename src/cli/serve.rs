@@ -18,6 +18,7 @@ pub fn serve(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    super::logging::init(snapshot.log_format);
     for w in &snapshot.warnings {
         tracing::warn!("{w}");
     }

@@ -72,3 +72,21 @@ pub fn relay_settings(snapshot: &Snapshot) -> Settings {
         spool: snapshot.spool.clone().map(Arc::new),
     }
 }
+
+/// Every configured selector, for the key gauges of [`crate::metrics`].
+pub fn key_info(snapshot: &Snapshot) -> Vec<crate::metrics::KeyInfo> {
+    let mut out = Vec::new();
+    for d in snapshot.domains.values() {
+        for (name, k) in &d.selectors {
+            out.push(crate::metrics::KeyInfo {
+                domain: d.name.clone(),
+                selector: name.clone(),
+                algorithm: k.algorithm.as_str().to_string(),
+                bits: k.bits,
+                modified: k.modified,
+                active: d.active.iter().any(|a| a.selector == *name),
+            });
+        }
+    }
+    out
+}

@@ -202,6 +202,16 @@ pub mod spool {
     };
 }
 
+/// Top-level keys.
+pub mod top {
+    pub const LOG_FORMAT: &str = "text";
+}
+
+/// `[http]` (off when absent; the example's address is loopback).
+pub mod http {
+    pub const EXAMPLE_LISTEN: &str = "127.0.0.1:9090";
+}
+
 /// `[domains."…"]` (the signed-header defaults are the signer's: `dkim::domain`).
 pub mod domains {
     pub const ENVELOPE_LOCAL_PART: &str = "keep";
@@ -224,6 +234,7 @@ pub fn documented() -> Vec<(&'static str, &'static str, String)> {
     };
     let d = |r: Range| r.default.to_string();
     vec![
+        ("", "log_format", q(top::LOG_FORMAT)),
         ("server", "listen", q(server::LISTEN)),
         ("server", "hostname", q(server::HOSTNAME)),
         (

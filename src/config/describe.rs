@@ -10,6 +10,14 @@ impl Snapshot {
     pub fn describe(&self) -> String {
         let s = &self.server;
         let mut out = String::new();
+        let format = match self.log_format {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        };
+        out.push_str(&format!("log_format = \"{format}\"\n"));
+        if let Some(h) = &self.http {
+            out.push_str(&format!("[http]\nlisten = \"{}\"\n", h.listen));
+        }
         out.push_str("[server]\n");
         out.push_str(&format!(
             "listen = [{}]\n",

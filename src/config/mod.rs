@@ -158,11 +158,23 @@ pub struct Snapshot {
     pub domains: Domains,
     /// `[spool]`; `None`: pass-through.
     pub spool: Option<crate::spool::Settings>,
+    /// `[http]`: the operator's endpoint; `None` when off.
+    pub http: Option<crate::http::Settings>,
+    /// `log_format`: how `serve` writes its log lines.
+    pub log_format: LogFormat,
     /// Every file this snapshot was built from, the configuration file first: key files, the
     /// listener's certificate and key, the upstream's `ca_file` and `password_file`, the
     /// simulator's files. The watcher polls exactly these.
     pub files: Vec<PathBuf>,
     pub warnings: Vec<Diagnostic>,
+}
+
+/// `log_format`: the text line (default) or one JSON object per line, with the same fields.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// `[reload]`, resolved.

@@ -12,6 +12,8 @@ use crate::smtp::codec::BareNewline;
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    /// `"text"` (default) or `"json"`: one JSON object per log line.
+    pub log_format: Option<String>,
     #[serde(default)]
     pub server: RawServer,
     #[serde(default)]
@@ -27,6 +29,8 @@ pub struct RawConfig {
     /// `[spool]`: absent = pass-through.
     #[serde(default)]
     pub spool: Option<RawSpool>,
+    /// `[http]`: the operator's endpoint (metrics, health); off when absent.
+    pub http: Option<RawHttp>,
 }
 
 /// `[spool]`: the durable queue.
@@ -41,6 +45,13 @@ pub struct RawSpool {
     pub retry_max_ms: Option<u64>,
     pub max_age_secs: Option<u64>,
     pub pause_probe_ms: Option<u64>,
+}
+
+/// `[http]`: `/metrics`, `/livez`, `/readyz`.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    pub listen: Option<String>,
 }
 
 /// `[reload]`: how configuration and key changes are picked up, and key rotation policy.

@@ -40,6 +40,8 @@ pub struct Live {
     /// The relay's settings built from the snapshot in force (sent under the write lock, so
     /// they follow the snapshots' order).
     relay: Arc<tokio::sync::watch::Sender<Arc<relay::Settings>>>,
+    /// Counts reloads and publishes the keys in force ([`Live::with_metrics`]).
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// A successful reload: the snapshot now in force and what `require_published` held back.
@@ -63,7 +65,16 @@ impl Live {
             lookup: None,
             embedded: None,
             bound: Vec::new(),
+            metrics: None,
         }
+    }
+
+    /// Records every reload (SIGHUP, watcher) in `metrics`, and the keys in force.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        metrics.set_keys(super::assemble::key_info(&self.snapshot()));
+        metrics.loaded();
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Records the embedded simulator's endpoint (resolved once, when the relay started it):
@@ -198,6 +209,17 @@ impl Live {
     /// checks that newly active selectors are published where `require_published` asks for it,
     /// and swaps. On error the running configuration stays, and every problem is returned.
     pub async fn reload_checked(&self) -> Result<Reloaded, Vec<Diagnostic>> {
+        let result = self.reload_serialized().await;
+        if let Some(m) = &self.metrics {
+            m.reload(result.is_ok());
+            if let Ok(r) = &result {
+                m.set_keys(super::assemble::key_info(&r.snapshot));
+            }
+        }
+        result
+    }
+
+    async fn reload_serialized(&self) -> Result<Reloaded, Vec<Diagnostic>> {
         let _one_at_a_time = self.serial.lock().await;
         let ticket = self.tickets.fetch_add(1, Ordering::SeqCst);
         let path = self.path.clone();

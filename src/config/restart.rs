@@ -1,6 +1,7 @@
 //! Settings a reload cannot apply: they are fixed when the relay starts.
 //!
-//! The listeners are bound once (`server.listen`, `server.tls.implicit_listen`), and the
+//! The listeners are bound once (`server.listen`, `server.tls.implicit_listen`, `http.listen`),
+//! the log format is set once (`log_format`), and the
 //! embedded SES simulator is started once with its own listeners and settings, its endpoint
 //! resolved then and kept (`upstream.simulator`, `[simulator]`). A reload that changes any of
 //! them is refused — loudly, naming the setting — and the running configuration stays whole,
@@ -56,6 +57,29 @@ pub fn changes_needing_restart(running: &Snapshot, fresh: &Snapshot) -> Vec<Diag
         refuse(
             "spool.dir",
             "changed (the spool and its worker are set up at start-up)".into(),
+        );
+    }
+    if running.http != fresh.http {
+        let show = |h: &Option<crate::http::Settings>| {
+            h.as_ref()
+                .map_or("off".to_string(), |h| h.listen.to_string())
+        };
+        refuse(
+            "http.listen",
+            format!(
+                "changed from {} to {}",
+                show(&running.http),
+                show(&fresh.http)
+            ),
+        );
+    }
+    if running.log_format != fresh.log_format {
+        refuse(
+            "log_format",
+            format!(
+                "changed from {:?} to {:?}",
+                running.log_format, fresh.log_format
+            ),
         );
     }
     match (&running.upstream.target, &fresh.upstream.target) {

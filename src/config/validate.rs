@@ -16,6 +16,7 @@ use super::*;
 
 mod dns;
 mod domains;
+mod http;
 mod reload;
 mod server;
 mod spool;
@@ -156,6 +157,7 @@ pub(super) fn resolve(file: &Path, text: &str, raw: RawConfig) -> LoadResult {
     let reload = reload(&mut cx, &raw.reload);
     let dns = dns(&mut cx, &raw.dns);
     let spool = raw.spool.as_ref().and_then(|s| spool::spool(&mut cx, s));
+    let (http, log_format) = http::http(&mut cx, raw.http.as_ref(), raw.log_format.as_deref());
     let mut domains = Domains::default();
     if raw.domains.is_empty() {
         cx.error(
@@ -217,6 +219,8 @@ pub(super) fn resolve(file: &Path, text: &str, raw: RawConfig) -> LoadResult {
             dns,
             domains,
             spool,
+            http,
+            log_format,
             files: cx.files,
             warnings: cx.found,
         }),

@@ -6,6 +6,7 @@
 //! - [`pipeline`] — one message: header From → signing domain → SES header policy → envelope
 //!   rewrite → DKIM signature → upstream (pooled, verified TLS) → the upstream's reply. Fail
 //!   closed: a message that cannot be signed gets a 451 and nothing is sent.
+//! - [`observe`] — what the relay records in [`crate::metrics`] (one call per step).
 //! - [`settings`] — everything the relay reads, built by `config` and swapped whole by a reload
 //!   (a connection keeps the settings it was accepted with).
 //!
@@ -13,6 +14,7 @@
 //! intake) outlives reloads; settings do not. [`SpoolSource`] lets the spool's worker use the
 //! relay's pool and settings in force without the spool importing the relay.
 
+pub mod observe;
 pub mod pipeline;
 pub mod protocol;
 pub mod settings;

@@ -17,10 +17,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use super::observe;
 use super::settings::Settings;
 use crate::budget::ByteBudget;
 use crate::dkim::signer;
 use crate::message;
+use crate::metrics::{Metrics, RemovedHeader, SignOutcome, Stage};
 use crate::smtp::envelope::Envelope;
 use crate::smtp::reply::Reply;
 use crate::spool::store::{self, CommitError, Meta, State};
@@ -46,20 +48,29 @@ pub struct Relay {
     budget: ByteBudget,
     /// The spool's way in, when `[spool]` is configured (set up once, at start).
     spool: Option<Intake>,
+    /// Where every step is counted (one registry, from the composition root).
+    metrics: Arc<Metrics>,
 }
 
 impl Relay {
     pub fn new() -> Arc<Relay> {
-        Relay::with_spool(None)
+        Relay::with(None, Arc::new(Metrics::new()))
     }
 
-    /// A relay that commits to `spool` as its settings' `[spool]` mode says.
-    pub fn with_spool(spool: Option<Intake>) -> Arc<Relay> {
+    /// A relay that commits to `spool` as its settings' `[spool]` mode says, and records into
+    /// `metrics` (one registry, from the composition root).
+    pub fn with(spool: Option<Intake>, metrics: Arc<Metrics>) -> Arc<Relay> {
         Arc::new(Relay {
             pool: Mutex::new(None),
             budget: ByteBudget::new(usize::MAX),
             spool,
+            metrics,
         })
+    }
+
+    /// The metrics this relay records into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// The bytes-in-flight budget, its limit set from `settings` (the newest a connection
@@ -129,6 +140,7 @@ impl Relay {
         ) {
             Ok(p) => p,
             Err(reply) => {
+                observe::refusal(&self.metrics, Stage::Message, &reply);
                 tracing::info!(
                     conn = client.conn_id,
                     client = %client.addr,
@@ -140,6 +152,9 @@ impl Relay {
                 return reply;
             }
         };
+        let m = &self.metrics;
+        m.headers_removed(RemovedHeader::DkimSignature, prepared.removed_signatures);
+        m.headers_removed(RemovedHeader::ReturnPath, prepared.removed_return_path);
         if prepared.removed_signatures > 0 || prepared.removed_return_path > 0 {
             tracing::info!(
                 conn = client.conn_id,
@@ -154,6 +169,7 @@ impl Relay {
         let signatures = match signer::sign(&domain, &prepared.message) {
             Ok(s) => s,
             Err(e) => {
+                observe::signed(&self.metrics, &domain, SignOutcome::Error);
                 tracing::error!(conn = client.conn_id, error = %e, "signing failed; message refused");
                 return Reply::new(
                     451,
@@ -162,6 +178,7 @@ impl Relay {
                 );
             }
         };
+        observe::signed(&self.metrics, &domain, SignOutcome::Signed);
         let envelope_from = prepared.envelope_from.address();
         // The DATA buffer, spans and all, goes out as slices: no serialized or stuffed copy.
         let outgoing = signer::with_signatures(signatures, prepared.message);
@@ -176,8 +193,15 @@ impl Relay {
             // `always`, or `on-defer` while SES refuses the account: straight to the spool.
             Some((settings, intake)) if settings.mode == Mode::Always || intake.paused() => None,
             _ => Some(match self.pool_for(snapshot) {
-                Ok(pool) => pool.deliver(&envelope_from, &rcpts, &parts).await,
+                Ok(pool) => {
+                    let sent = Instant::now();
+                    let delivery = pool.deliver(&envelope_from, &rcpts, &parts).await;
+                    observe::upstream(&self.metrics, &delivery, sent.elapsed());
+                    delivery
+                }
                 Err(e) => {
+                    self.metrics
+                        .rejection(Stage::Upstream, crate::metrics::Reason::Network);
                     tracing::error!(conn = client.conn_id, error = %e, "upstream unusable");
                     if spool.is_none() {
                         return Reply::new(451, "4.4.0", "Upstream unavailable; try again later");

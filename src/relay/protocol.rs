@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use super::settings::{Current, Settings as RelaySettings};
 use super::{ClientInfo, Relay};
 use crate::budget::ByteBudget;
+use crate::metrics::{OpenConnection, Reason, Stage};
 use crate::server::{self, Action, Notice, Peer, Settings};
 use crate::smtp::codec::{DataError, LineError};
 use crate::smtp::reply::Reply;
@@ -91,6 +92,7 @@ impl server::Protocol for RelayProtocol {
                 addr: peer.addr,
             },
             budget: self.relay.budget(&snapshot),
+            _open: self.relay.metrics().connection_opened(),
             snapshot,
             relay: Arc::clone(&self.relay),
             failures: Arc::clone(&self.failures),
@@ -116,6 +118,8 @@ pub struct RelayHandler {
     failures: Arc<AuthFailures>,
     session: Session,
     session_deadline: Instant,
+    /// Counts this connection open (metrics) until it is dropped.
+    _open: OpenConnection,
 }
 
 impl RelayHandler {
@@ -290,11 +294,16 @@ impl server::Handler for RelayHandler {
     }
 
     async fn command(&mut self, line: Result<Vec<u8>, LineError>) -> Action {
+        let mut stage = line.as_deref().map_or(Stage::Command, Stage::of_command);
         let mut action = self.session.command(line);
         if let session::Action::Authenticate(creds) = action {
+            // Also after a SASL continuation line, whose verb is base64.
+            stage = Stage::Auth;
             action = self.authenticate(creds).await;
         }
-        shell_action(action)
+        let action = shell_action(action);
+        super::observe::action(self.relay.metrics(), stage, &action);
+        action
     }
 
     async fn data(&mut self, data: Result<Vec<u8>, DataError>, _size: usize) -> Action {
@@ -305,6 +314,7 @@ impl server::Handler for RelayHandler {
                     .await
             }
             Err(r) => {
+                super::observe::refusal(self.relay.metrics(), Stage::Data, &r);
                 tracing::info!(conn = self.client.conn_id, client = %self.peer(), reply = %r.one_line(), "message refused");
                 r
             }
@@ -321,6 +331,14 @@ impl server::Handler for RelayHandler {
     }
 
     fn notice(&mut self, notice: Notice) -> Option<Reply> {
+        let (stage, reason) = match notice {
+            Notice::TooManyConnections => (Stage::Connect, Reason::TooManyConnections),
+            Notice::Pregreet => (Stage::Connect, Reason::Pregreet),
+            Notice::CommandTimeout => (Stage::Command, Reason::Timeout),
+            Notice::DataTimeout | Notice::DataTooSlow => (Stage::Data, Reason::Timeout),
+            Notice::ShuttingDown => (Stage::Command, Reason::ShuttingDown),
+        };
+        self.relay.metrics().rejection(stage, reason);
         let host = self.hostname();
         Some(match notice {
             Notice::TooManyConnections => Reply::new(

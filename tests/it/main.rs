@@ -12,7 +12,7 @@
 //! - one module per area: `cli`, `dmarc_report`, `doctor`, `from_policy` (issue 9: From,
 //!   oversigning, escaping; the differential suite against Python), `hardening`, `hardening2`
 //!   and `hardening_config` (issue 13), `keygen_dns`, `layering` (reads `src/`: imports point
-//!   down), `pacing`, `parsers_proptest`, `pool`, `relay_e2e`, `relay_sim`, `reload`,
+//!   down), `metrics` (`/metrics`, `/livez`, `/readyz`, JSON logs), `pacing`, `parsers_proptest`, `pool`, `relay_e2e`, `relay_sim`, `reload`,
 //!   `sim_dkim`, `sim_http` (the simulator's web UI and Mailpit API),
 //!   `sim_interop`, `sim_smtp`, `spool` (the durable queue against the simulator),
 //!   `spool_crash` (`kill -9` of the relay binary during a stream), `tenant` (issue 9: tenant
@@ -29,6 +29,7 @@ mod hardening2;
 mod hardening_config;
 mod keygen_dns;
 mod layering;
+mod metrics;
 mod pacing;
 mod parsers_proptest;
 mod pool;

@@ -89,7 +89,10 @@ pub fn sign_with(
         return Err(SignError::NoSelector(domain.name.clone()));
     }
     let names = header_list(domain, message);
-    let body_hash = BASE64.encode(body_hash(body_canon, message.body()));
+    let mut body_hash = BASE64.encode(body_hash(body_canon, message.body()));
+    if fault::is_broken(&domain.name) {
+        body_hash = BASE64.encode([0u8; 32]);
+    }
     let signed = signed_headers(header_canon, message, &names);
     let mut out = Vec::with_capacity(domain.active.len());
     for key in &domain.active {
@@ -176,6 +179,35 @@ fn push_folded(value: &mut String, b64: &str) {
         value.push_str(&rest[..take]);
         rest = &rest[take..];
         first = false;
+    }
+}
+
+/// Test support: makes the signer write a wrong body hash for one domain name, so the relay's
+/// refusal path (self-check fails → `451 4.3.0`, nothing sent) can be exercised end to end
+/// through a real socket. Nothing in the relay calls [`fault::break_body_hash`]; an unused hook
+/// costs one relaxed atomic load per message.
+#[doc(hidden)]
+pub mod fault {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    static ANY: AtomicBool = AtomicBool::new(false);
+    static DOMAINS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    /// From now on, signatures for `domain` (this process) carry a wrong `bh=`.
+    pub fn break_body_hash(domain: &str) {
+        let mut d = DOMAINS.lock().unwrap_or_else(|p| p.into_inner());
+        d.push(domain.to_string());
+        ANY.store(true, Ordering::Relaxed);
+    }
+
+    pub(super) fn is_broken(domain: &str) -> bool {
+        ANY.load(Ordering::Relaxed)
+            && DOMAINS
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .any(|d| d == domain)
     }
 }
 

@@ -9,13 +9,16 @@
 //!   one SMTP client (relay and simulator tests alike); [`support::sim`] drives the SES
 //!   simulator; [`support::dns_server`] is an authoritative DNS server on 127.0.0.1 for
 //!   `doctor` and `require_published`.
-//! - one module per area: `cli`, `doctor`, `hardening`, `keygen_dns`, `layering` (reads
+//! - one module per area: `cli`, `dkim_differential` (signer vs. independent verifiers),
+//!   `dkim_relay` (issue 9 signing through sockets), `doctor`, `hardening`, `keygen_dns`, `layering` (reads
 //!   `src/`: imports point down), `parsers_proptest`, `relay_e2e`, `relay_sim`, `reload`,
 //!   `sim_dkim`, `sim_interop`, `sim_smtp`.
 
 mod support;
 
 mod cli;
+mod dkim_differential;
+mod dkim_relay;
 mod doctor;
 mod hardening;
 mod keygen_dns;

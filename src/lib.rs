@@ -34,8 +34,11 @@
 //!   and the envelope. [`message`]: the header section as spans, header From, the SES header
 //!   policy and the envelope rewrite. [`dkim`]: the signing domain and its header policy
 //!   ([`dkim::domain`]: the signed-header defaults live there), keys read once
-//!   ([`dkim::private_key`]), key generation, the signer. [`dns`]: records and their formats,
-//!   DNS look-ups ([`dns::lookup`]), the in-memory view, the DKIM-record rule.
+//!   ([`dkim::private_key`]), key generation, the signer with its own canonicalization
+//!   ([`dkim::canon`]), the independent verifier ([`dkim::verify`], no code shared with the
+//!   signer's canonicalization) and the self-check before hand-off ([`dkim::self_check`]).
+//!   [`dns`]: records and their formats, DNS look-ups ([`dns::lookup`]), the in-memory view,
+//!   the DKIM-record rule.
 //! - **leaves** — [`allow_list`]: the client allow-list (`allow_networks`) and loopback;
 //!   [`budget`]: the bytes-in-flight budget; [`domain_name`]: the one domain normaliser and
 //!   parent walk; [`secret`]: masked secrets; [`ses_password`]: SES SMTP password derivation;

@@ -46,8 +46,11 @@
 //!   header policy, the envelope rewrite, and escaping for terminals and logs
 //!   ([`message::printable`]). [`dkim`]: the signing domain and its header policy
 //!   ([`dkim::domain`]: the signed-header defaults live there), keys read once
-//!   ([`dkim::private_key`]), key generation, the signer. [`dns`]: records and their formats,
-//!   DNS look-ups ([`dns::lookup`]), the in-memory view, the DKIM-record rule.
+//!   ([`dkim::private_key`]), key generation, the signer with its own canonicalization
+//!   ([`dkim::canon`]), the independent verifier ([`dkim::verify`], no code shared with the
+//!   signer's canonicalization) and the self-check before hand-off ([`dkim::self_check`]).
+//!   [`dns`]: records and their formats, DNS look-ups ([`dns::lookup`]), the in-memory view,
+//!   the DKIM-record rule.
 //! - **leaves** — [`allow_list`]: the client allow-list (`allow_networks`) and loopback;
 //!   [`budget`]: the bytes-in-flight budget; [`domain_name`]: the one domain normaliser and
 //!   parent walk; [`regular_file`]: reading a named file safely (regular, bounded, not

@@ -68,6 +68,7 @@ pub fn relay_settings(snapshot: &Snapshot) -> Settings {
             pool: snapshot.upstream.pool.clone(),
             endpoint: snapshot.upstream.endpoint.clone(),
         },
+        self_verify: s.self_verify,
         max_bytes_in_flight: s.max_bytes_in_flight,
         spool: snapshot.spool.clone().map(Arc::new),
     }

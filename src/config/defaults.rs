@@ -58,6 +58,8 @@ pub mod server {
     pub const MAX_ERRORS: u32 = 10;
     pub const ALLOW_NETWORKS: &[&str] = &["127.0.0.0/8", "::1/128"];
     pub const BARE_NEWLINE: &str = "reject";
+    /// A signature that fails the relay's own check is refused (451), never sent.
+    pub const SELF_VERIFY: &str = "refuse";
     // RFC 5321 §4.5.3.2 sets 5 minutes per command and 10 minutes for DATA as the upper
     // bound a server should wait; a loopback relay can afford much shorter defaults.
     pub const COMMAND_TIMEOUT_SECS: Range = Range::secs(60, 300);
@@ -285,6 +287,7 @@ pub fn documented() -> Vec<(&'static str, &'static str, String)> {
             d(server::SHUTDOWN_GRACE_SECS),
         ),
         ("server", "bare_newline", q(server::BARE_NEWLINE)),
+        ("server", "self_verify", q(server::SELF_VERIFY)),
         ("server", "allow_networks", list(server::ALLOW_NETWORKS)),
         (
             "server",
@@ -458,6 +461,12 @@ mod tests {
                 "config.toml.example writes {table}.{key} = {written:?}; the default is {value}"
             );
         }
+    }
+
+    #[test]
+    fn self_verify_default_is_the_signer_default() {
+        use crate::dkim::self_check::SelfVerify;
+        assert_eq!(server::SELF_VERIFY, SelfVerify::default().as_str());
     }
 
     #[test]

@@ -55,6 +55,7 @@ impl Snapshot {
                 BareNewline::Normalize => "normalize",
             }
         ));
+        out.push_str(&format!("self_verify = \"{}\"\n", s.self_verify.as_str()));
         out.push_str(&format!(
             "allow_networks = [{}]\n",
             s.allow_networks

@@ -99,6 +99,8 @@ pub struct Server {
     pub session_timeout: Duration,
     pub shutdown_grace: Duration,
     pub bare_newline: BareNewline,
+    /// What a failed self-verification of a signed message does.
+    pub self_verify: crate::dkim::self_check::SelfVerify,
     pub allow_networks: Vec<Network>,
     /// Upper bound on the whole DATA phase, however the client paces its bytes.
     pub data_total_timeout: Duration,

@@ -110,6 +110,8 @@ pub struct RawServer {
     pub session_timeout_secs: Option<u64>,
     pub shutdown_grace_secs: Option<u64>,
     pub bare_newline: Option<BareNewline>,
+    /// `refuse` (451, nothing sent) or `log` when a signature fails the self-check.
+    pub self_verify: Option<crate::dkim::self_check::SelfVerify>,
     pub allow_networks: Option<Vec<String>>,
     /// Whole-DATA-phase limit, on top of the per-read `data_timeout_secs`.
     pub data_total_timeout_secs: Option<u64>,

@@ -1,13 +1,19 @@
-//! DKIM: the key store (domain → selectors → keys), key generation and the signer.
+//! DKIM: the key store (domain → selectors → keys), key generation, the signer with its own
+//! canonicalization ([`canon`]), and an independent verifier ([`verify`]) that shares no
+//! canonicalization code with it, used for the self-check before hand-off ([`self_check`]) and
+//! by the SES simulator's verdict.
 //!
 //! The signing domain is always the header From domain (DMARC aligns on it). Under the SES
 //! profile exactly one DKIM-Signature is added, and the headers SES rewrites are never signed.
 
+pub mod canon;
 pub mod domain;
 pub mod key;
 pub mod keygen;
 pub mod private_key;
+pub mod self_check;
 pub mod signer;
+pub mod verify;
 
 use serde::{Deserialize, Serialize};
 

@@ -31,6 +31,8 @@ pub struct Settings {
     pub domains: Domains,
     /// Where and how messages go.
     pub upstream: UpstreamSettings,
+    /// A signature that fails the self-check before hand-off: refuse (451) or send and log.
+    pub self_verify: crate::dkim::self_check::SelfVerify,
     /// Message bytes all connections may hold at once ([`crate::budget`]).
     pub max_bytes_in_flight: usize,
     /// `[spool]`; `None`: pass-through (the upstream's reply goes to the client).

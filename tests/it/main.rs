@@ -9,7 +9,8 @@
 //!   one SMTP client (relay and simulator tests alike); [`support::sim`] drives the SES
 //!   simulator; [`support::dns_server`] is an authoritative DNS server on 127.0.0.1 for
 //!   `doctor` and `require_published`.
-//! - one module per area: `cli`, `dmarc_report`, `doctor`, `from_policy` (issue 9: From,
+//! - one module per area: `cli`, `dkim_differential` (signer vs. independent
+//!   verifiers), `dkim_relay` (issue 9 signing through sockets), `dmarc_report`, `doctor`, `from_policy` (issue 9: From,
 //!   oversigning, escaping; the differential suite against Python), `hardening`, `hardening2`
 //!   and `hardening_config` (issue 13), `keygen_dns`, `layering` (reads `src/`: imports point
 //!   down), `metrics` (`/metrics`, `/livez`, `/readyz`, JSON logs), `pacing`, `parsers_proptest`, `pool`, `relay_e2e`, `relay_sim`, `reload`,
@@ -21,6 +22,8 @@
 mod support;
 
 mod cli;
+mod dkim_differential;
+mod dkim_relay;
 mod dmarc_report;
 mod doctor;
 mod from_policy;

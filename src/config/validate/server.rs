@@ -232,6 +232,7 @@ pub(super) fn server(cx: &mut Ctx<'_>, raw: &crate::config::raw::RawServer) -> O
         session_timeout,
         shutdown_grace,
         bare_newline: raw.bare_newline.unwrap_or_default(),
+        self_verify: raw.self_verify.unwrap_or_default(),
         allow_networks,
         data_total_timeout,
         greeting_delay,

@@ -1,19 +1,28 @@
 //! The DKIM part of the verdict: one entry per DKIM-Signature, with the result a receiver
 //! would report and whether `d=` aligns with the From domain.
 //!
-//! Verification is mail-auth's (RFC 6376). What is ours is the wording, and two places where
-//! receivers report differently from mail-auth's classification: a body-hash mismatch is
-//! `fail` (RFC 6376 §6.1.3, mail-auth says neutral) and a revoked key (empty `p=`) is `fail`
-//! (RFC 6376 §3.6.1, mail-auth says permerror).
+//! Verification is the relay's independent verifier ([`crate::dkim::verify`]), not mail-auth's
+//! and not the signer's: mail-auth 0.13's relaxed body canonicalization is wrong for bodies
+//! ending in whitespace-only lines, and a verdict computed with the signer's own
+//! canonicalization would say `pass` for exactly the signatures receivers fail. Keys come from
+//! the simulated DNS ([`DnsView`]), nothing else. The results are then handed to mail-auth's
+//! DMARC evaluation as `DkimOutput`s (pass / fail / temperror per signature with its `d=`),
+//! which is all DMARC reads of them.
+//!
+//! Wording as receivers report it: a body-hash mismatch, a bad signature, an expired one and a
+//! revoked key (empty `p=`, RFC 6376 §3.6.1) are `fail`; a missing or unusable key record and a
+//! malformed signature are `permerror`; a lookup that could not be made is `temperror`.
 
-use mail_auth::common::crypto::CryptoError;
-use mail_auth::dkim::DkimError;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use mail_auth::DkimOutput;
+use mail_auth::dkim::{DkimError, Signature};
 use mail_auth::dmarc::Alignment;
-use mail_auth::{DkimOutput, DkimResult, DnsError};
 use serde::{Deserialize, Serialize};
 
 use super::dmarc::aligned;
 use super::outcome::DkimOutcome;
+use crate::dkim::verify::{self, Checked, Failure, KeyAnswer};
 use crate::dns::DnsView;
 use crate::domain_name::dns_name;
 
@@ -35,71 +44,87 @@ pub struct DkimVerdict {
     pub aligned: bool,
 }
 
-/// mail-auth's result as a receiver would report it, with a reason a person can act on.
-fn outcome(result: &DkimResult) -> (DkimOutcome, String) {
+/// Verifies every signature of `message` with keys from `dns` only.
+pub(super) fn check(message: &[u8], dns: &DnsView) -> Vec<Checked> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let lookup = |d: &str, s: &str| -> KeyAnswer {
+        let values = dns.txt(&format!("{s}._domainkey.{}", dns_name(d)));
+        if values.is_empty() {
+            KeyAnswer::NotFound
+        } else {
+            KeyAnswer::Records(values.to_vec())
+        }
+    };
+    verify::verify(message, now, &lookup)
+}
+
+/// The result as a receiver would report it.
+fn outcome(result: &Result<(), Failure>) -> (DkimOutcome, String) {
     match result {
-        DkimResult::Pass => (DkimOutcome::Pass, "signature verified".into()),
-        // RFC 6376 §6.1.3: a body hash mismatch is a permanent failure of the signature, which
-        // receivers report as dkim=fail; mail-auth classes it as neutral.
-        DkimResult::Neutral(mail_auth::Error::Dkim(DkimError::FailedBodyHashMatch)) => (
-            DkimOutcome::Fail,
-            "body hash did not verify: the body changed after signing".into(),
-        ),
-        DkimResult::Neutral(e) => (DkimOutcome::Neutral, e.to_string()),
-        DkimResult::Fail(mail_auth::Error::Crypto(CryptoError::FailedVerification)) => (
-            DkimOutcome::Fail,
-            "signature did not verify: a signed header changed after signing, or the published key does not match".into(),
-        ),
-        DkimResult::Fail(e) => (DkimOutcome::Fail, e.to_string()),
-        // RFC 6376 §3.6.1: an empty p= revokes the key; signatures made with it fail.
-        DkimResult::PermError(mail_auth::Error::Dkim(DkimError::RevokedPublicKey)) => (
-            DkimOutcome::Fail,
-            "the key record has an empty p= (key revoked)".into(),
-        ),
-        DkimResult::PermError(mail_auth::Error::Dns(DnsError::RecordNotFound(_))) => (
-            DkimOutcome::PermError,
-            "no key record published at the selector's _domainkey name".into(),
-        ),
-        DkimResult::PermError(e) => (DkimOutcome::PermError, e.to_string()),
-        DkimResult::TempError(e) => (DkimOutcome::TempError, e.to_string()),
-        DkimResult::None => (DkimOutcome::Neutral, "no result".into()),
+        Ok(()) => (DkimOutcome::Pass, "signature verified".into()),
+        Err(e @ (Failure::BodyHash | Failure::Signature | Failure::Expired | Failure::Revoked)) => {
+            (DkimOutcome::Fail, e.to_string())
+        }
+        Err(e @ Failure::TempError(_)) => (DkimOutcome::TempError, e.to_string()),
+        Err(e) => (DkimOutcome::PermError, e.to_string()),
     }
 }
 
-/// The `a=` tag's name.
-fn algorithm_name(a: mail_auth::common::crypto::Algorithm) -> &'static str {
-    match a {
-        mail_auth::common::crypto::Algorithm::RsaSha256 => "rsa-sha256",
-        mail_auth::common::crypto::Algorithm::Ed25519Sha256 => "ed25519-sha256",
-        mail_auth::common::crypto::Algorithm::RsaSha1 => "rsa-sha1",
-    }
+/// The `Signature` values mail-auth's DMARC check reads (`d=` only), one per checked signature.
+pub(super) fn signatures(checked: &[Checked]) -> Vec<Signature> {
+    checked
+        .iter()
+        .map(|c| Signature {
+            d: c.domain.clone(),
+            s: c.selector.clone(),
+            ..Signature::default()
+        })
+        .collect()
 }
 
-/// One verdict per signature mail-auth checked, in header order.
+/// The checked signatures as mail-auth's DMARC evaluation takes them.
+pub(super) fn outputs<'x>(checked: &[Checked], signatures: &'x [Signature]) -> Vec<DkimOutput<'x>> {
+    checked
+        .iter()
+        .zip(signatures)
+        .map(|(c, s)| {
+            let output = match &c.result {
+                Ok(()) => DkimOutput::pass(),
+                Err(Failure::TempError(e)) => DkimOutput::temp_err(mail_auth::Error::Dns(
+                    mail_auth::DnsError::Resolver(e.clone()),
+                )),
+                Err(_) => DkimOutput::fail(mail_auth::Error::Dkim(DkimError::FailedBodyHashMatch)),
+            };
+            output.with_signature(s)
+        })
+        .collect()
+}
+
+/// One verdict per signature, in header order.
 pub(super) fn verdicts(
-    output: &[DkimOutput<'_>],
+    checked: &[Checked],
     dns: &DnsView,
     from_domain: &str,
     adkim: Alignment,
 ) -> Vec<DkimVerdict> {
-    output
+    checked
         .iter()
-        .map(|o| {
-            let (result, reason) = outcome(o.result());
-            let (domain, selector, algorithm) = match o.signature() {
-                Some(s) => (dns_name(&s.d), s.s.clone(), algorithm_name(s.a).to_string()),
-                None => (String::new(), String::new(), String::new()),
-            };
+        .map(|c| {
+            let (result, reason) = outcome(&c.result);
+            let domain = dns_name(&c.domain);
             let is_aligned = aligned(dns, &domain, from_domain, adkim);
             let reason = if domain.is_empty() {
                 reason
             } else {
-                format!("{reason} (key {selector}._domainkey.{domain})")
+                format!("{reason} (key {}._domainkey.{domain})", c.selector)
             };
             DkimVerdict {
                 domain,
-                selector,
-                algorithm,
+                selector: c.selector.clone(),
+                algorithm: c.algorithm.clone(),
                 result,
                 reason,
                 aligned: is_aligned,

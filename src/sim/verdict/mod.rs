@@ -1,8 +1,10 @@
 //! The verdict a receiving mail server would reach on a delivered message: DKIM, SPF and DMARC.
 //!
 //! The SES simulator shows this for every message it "delivers" (like learndmarc.com), so a user
-//! can see whether their relay setup would pass DMARC before touching real DNS. The checks are
-//! mail-auth's real implementations of RFC 6376 (DKIM), RFC 7208 (SPF) and RFC 7489 / RFC 9989
+//! can see whether their relay setup would pass DMARC before touching real DNS. DKIM is checked
+//! by the relay's independent verifier ([`crate::dkim::verify`], which shares no
+//! canonicalization with the signer, so a signer bug shows here as it would at a receiver);
+//! SPF and DMARC are mail-auth's real implementations of RFC 7208 and RFC 7489 / RFC 9989
 //! (DMARC, including identifier alignment); only DNS is replaced: every lookup is answered from
 //! a local [`DnsView`], and any name the view does not hold is answered "does not exist" (the
 //! adapter is `offline`; the resolver mail-auth is given has no name servers at all, so even a
@@ -119,16 +121,10 @@ pub async fn verdict(
         return v;
     };
 
-    let dkim_output = auth
-        .verify_dkim(
-            Parameters::new(&parsed)
-                .with_txt_cache(&cache)
-                .with_mx_cache(&cache)
-                .with_ipv4_cache(&cache)
-                .with_ipv6_cache(&cache)
-                .with_ptr_cache(&cache),
-        )
-        .await;
+    // DKIM by the independent verifier (not mail-auth's, not the signer's canonicalization).
+    let checked = dkim::check(message, dns);
+    let signatures = dkim::signatures(&checked);
+    let dkim_output = dkim::outputs(&checked, &signatures);
 
     let dmarc_output = auth
         .verify_dmarc(
@@ -163,7 +159,7 @@ pub async fn verdict(
     let adkim = record.map_or(Alignment::Relaxed, |r| r.adkim);
     let aspf = record.map_or(Alignment::Relaxed, |r| r.aspf);
 
-    let dkim = dkim::verdicts(&dkim_output, dns, &from_domain, adkim);
+    let dkim = dkim::verdicts(&checked, dns, &from_domain, adkim);
 
     let spf_aligned = dmarc::aligned(dns, &mail_from_domain, &from_domain, aspf);
     let spf = spf::verdict(

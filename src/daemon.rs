@@ -300,6 +300,20 @@ pub async fn start_with(
                 .map_err(|e| StartError::Spool(format!("{}: {e}", settings.dir.display())))?;
             let (intake, pending) = opened;
             tracing::info!(dir = %settings.dir.display(), mode = settings.mode.name(), "spool open");
+            // What `/metrics` and `/readyz` read from the spool.
+            let probe = spool::probe::Probe::new(intake.clone());
+            metrics.register_queue(probe.clone());
+            let floor = live.clone();
+            let writable = probe.clone();
+            readiness.register_fn("spool", move || {
+                let min_free = floor
+                    .snapshot()
+                    .spool
+                    .as_ref()
+                    .map_or(0, |s| s.min_free_bytes);
+                writable.writable(min_free)
+            });
+            readiness.register_fn("upstream", move || probe.not_paused());
             let relay = Relay::with(Some(intake), Arc::clone(&metrics));
             let source = crate::relay::SpoolSource {
                 relay: Arc::clone(&relay),

@@ -9,12 +9,14 @@
 //!   the message and to the queue (pause on account-level refusals, dead-letter message-level
 //!   5xx), and the graceful stop.
 //! - [`settings`] — `[spool]` as the spool takes it (built by `config`).
+//! - [`probe`] — queue size and oldest age for `/metrics`, readiness for `/readyz`.
 //!
 //! Invariants: a message is in exactly one of `queue/`, `active/`, `dead/`, `corrupt/` (moves
 //! are renames); nothing leaves the spool without a log line (delivered with SES's message id,
 //! dead-lettered with the last reply, corrupt with the problem, or deleted by the operator);
 //! the spool holds signed bytes, so a key rotation never re-signs or strands queued mail.
 
+pub mod probe;
 pub mod retry;
 pub mod settings;
 pub mod store;

@@ -431,3 +431,67 @@ async fn http_and_log_format_are_checked_and_need_a_restart() {
     );
     running.shutdown().await;
 }
+
+/// With `[spool]`, the spool feeds the queue gauges and two readiness checks: `spool` (its
+/// folder takes messages) and `upstream` (the queue is not paused because SES refuses the
+/// account). A paused account holds a queued message: the gauges count it, `/readyz` says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_spool_feeds_queue_gauges_and_readiness() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let path = write_config(
+        dir.path(),
+        &format!(
+            "[spool]\ndir = \"{}\"\nmode = \"always\"\nmin_free_mb = 0\n",
+            spool.display()
+        ),
+        // The embedded simulator always runs an unpaused account: script SES's answer.
+        "[simulator.faults]\nscript = [\"554 Message rejected: Sending paused for this account. \
+         For more information, please check the inbox of the email address associated with your \
+         AWS account.\"]\n",
+    );
+    let snapshot = config::load(&path).unwrap();
+    let running = daemon::start(&path, snapshot).await.unwrap();
+    let http = running.addrs.http.expect("[http] listens");
+    let (status, body) = get(http, "/readyz?verbose").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("[+]spool ok\n"), "{body}");
+    assert!(body.contains("[+]upstream ok\n"), "{body}");
+
+    let mut c = SmtpClient::connect(running.addrs.smtp[0]).await;
+    let r = c
+        .transaction(
+            "app@example.org",
+            &["someone@example.net"],
+            &message("app@example.org", "held"),
+        )
+        .await;
+    assert_eq!(r.code, 250, "{r}");
+    assert!(r.one_line().contains("queued as"), "{r}");
+    c.quit().await;
+
+    // The worker tries SES, which refuses the paused account: the queue pauses.
+    let mut body = String::new();
+    for _ in 0..200 {
+        let (status, b) = get(http, "/readyz?verbose").await;
+        body = b;
+        if status == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        body.contains("[-]upstream failed: the spool is paused"),
+        "{body}"
+    );
+    assert!(body.contains("[+]spool ok\n"), "{body}");
+    let (_, metrics) = get(http, "/metrics").await;
+    let samples = parse(&metrics);
+    assert_eq!(
+        value(&samples, "dkim_relay_queue_messages"),
+        1.0,
+        "{metrics}"
+    );
+    assert!(value(&samples, "dkim_relay_queue_oldest_age_seconds") >= 0.0);
+    running.shutdown().await;
+}

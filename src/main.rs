@@ -72,6 +72,16 @@ enum Command {
         /// system resolver.
         #[arg(long)]
         nameserver: Option<std::net::SocketAddr>,
+        /// Also ask the SES API v2 (GetEmailIdentity per domain, GetAccount; SigV4-signed with
+        /// AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY[/AWS_SESSION_TOKEN] or ~/.aws/credentials and
+        /// AWS_PROFILE): identity verified, custom MAIL FROM equal to ours, verified and
+        /// REJECT_MESSAGE, SES's own DKIM signing, sandbox, sending, send rate.
+        #[arg(long)]
+        ses: bool,
+        /// The SES API endpoint to ask instead of https://email.REGION.amazonaws.com (staging,
+        /// tests); plain http:// only to a loopback address.
+        #[arg(long, requires = "ses", value_name = "URL")]
+        ses_endpoint: Option<String>,
     },
     /// Run the SES SMTP simulator on its own (staging; any SMTP client can use it).
     SesSim {
@@ -115,7 +125,16 @@ fn main() -> ExitCode {
             keys_dir,
         } => dkim_relay::cli::keygen(&domain, &selector, &algorithm, bits, &keys_dir),
         Command::Dns { config, format } => dkim_relay::cli::dns(&config, &format),
-        Command::Doctor { config, nameserver } => dkim_relay::cli::doctor(&config, nameserver),
+        Command::Doctor {
+            config,
+            nameserver,
+            ses,
+            ses_endpoint,
+        } => dkim_relay::cli::doctor_with(
+            &config,
+            nameserver,
+            ses.then_some(ses_endpoint.as_deref()),
+        ),
         Command::SesSim { config } => dkim_relay::cli::ses_sim(&config),
         Command::Outbox { dir, json, action } => match action {
             OutboxAction::List => dkim_relay::cli::outbox::list(&dir, json),

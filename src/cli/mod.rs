@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use crate::config::{self, Diagnostic, Severity};
 
+pub mod doctor_ses;
 pub mod outbox;
 pub mod serve;
 
@@ -115,6 +116,20 @@ pub fn check(path: &Path) -> ExitCode {
 /// `dkim-relay doctor`: looks every record the configuration needs up in live DNS and prints
 /// one PASS/WARN/FAIL line per check. Exit 1 on any FAIL, 2 when the configuration is invalid.
 pub fn doctor(path: &Path, nameserver: Option<std::net::SocketAddr>) -> ExitCode {
+    doctor_with(path, nameserver, None)
+}
+
+/// What `doctor --ses` adds: `Some(endpoint)` asks the SES API too (`Some(None)`: SES in the
+/// configuration's region; `Some(Some(url))`: `--ses-endpoint`).
+pub type SesRequest<'a> = Option<Option<&'a str>>;
+
+/// `dkim-relay doctor [--ses [--ses-endpoint URL]]`: the DNS checks, then the SES API's
+/// ([`doctor_ses`]) when asked.
+pub fn doctor_with(
+    path: &Path,
+    nameserver: Option<std::net::SocketAddr>,
+    ses: SesRequest<'_>,
+) -> ExitCode {
     let snapshot = match config::load(path) {
         Ok(s) => s,
         Err(diags) => {
@@ -138,13 +153,16 @@ pub fn doctor(path: &Path, nameserver: Option<std::net::SocketAddr>) -> ExitCode
         }
     };
     let region = region_of(&snapshot);
-    let checks = rt.block_on(crate::doctor::diagnose(
+    let mut checks = rt.block_on(crate::doctor::diagnose(
         &snapshot.domains,
         snapshot.reload.key_max_age,
         &region,
         &lookup,
         std::time::SystemTime::now(),
     ));
+    if let Some(endpoint) = ses {
+        checks.extend(rt.block_on(doctor_ses::checks(&snapshot, endpoint)));
+    }
     for c in &checks {
         println!("{c}");
     }

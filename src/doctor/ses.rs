@@ -280,7 +280,11 @@ fn dkim_check(domain: &str, attrs: Option<&DkimAttributes>) -> Check {
 
 /// The account checks: sending enabled, reputation, sandbox, send rate (against
 /// `our_max_send_rate`, the relay's `[upstream] max_send_rate`, when configured).
-pub fn account_checks(region: &str, account: &Account, our_max_send_rate: Option<f64>) -> Vec<Check> {
+pub fn account_checks(
+    region: &str,
+    account: &Account,
+    our_max_send_rate: Option<f64>,
+) -> Vec<Check> {
     let subject = format!("SES account {region}");
     let mut out = Vec::new();
     if account.sending_enabled {
@@ -309,7 +313,10 @@ pub fn account_checks(region: &str, account: &Account, our_max_send_rate: Option
         _ => {}
     }
     if account.production_access_enabled {
-        out.push(Check::pass(subject.clone(), "production access (not in the sandbox)"));
+        out.push(Check::pass(
+            subject.clone(),
+            "production access (not in the sandbox)",
+        ));
     } else {
         out.push(Check::fail(
             subject.clone(),
@@ -365,12 +372,20 @@ pub async fn diagnose(
                 &region,
                 identity.as_ref(),
             )),
-            Err(e) => out.push(api_failed(format!("SES identity {}", d.name), "GetEmailIdentity", &e)),
+            Err(e) => out.push(api_failed(
+                format!("SES identity {}", d.name),
+                "GetEmailIdentity",
+                &e,
+            )),
         }
     }
     match client.get_account().await {
         Ok(account) => out.extend(account_checks(&region, &account, our_max_send_rate)),
-        Err(e) => out.push(api_failed(format!("SES account {region}"), "GetAccount", &e)),
+        Err(e) => out.push(api_failed(
+            format!("SES account {region}"),
+            "GetAccount",
+            &e,
+        )),
     }
     out
 }

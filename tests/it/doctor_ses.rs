@@ -34,7 +34,13 @@ struct FakeSes {
     refuse: bool,
 }
 
-fn identity_json(verified: bool, mail_from: &str, status: &str, behavior: &str, dkim: &str) -> String {
+fn identity_json(
+    verified: bool,
+    mail_from: &str,
+    status: &str,
+    behavior: &str,
+    dkim: &str,
+) -> String {
     format!(
         r#"{{
   "IdentityType": "DOMAIN",
@@ -63,7 +69,13 @@ const EASY_DKIM_ON: &str = r#"{"SigningEnabled": true, "Status": "SUCCESS",
   "LastKeyGenerationTimestamp": 1.7e9}"#;
 
 fn good_identity() -> String {
-    identity_json(true, "mail.example.org", "SUCCESS", "REJECT_MESSAGE", DKIM_OFF)
+    identity_json(
+        true,
+        "mail.example.org",
+        "SUCCESS",
+        "REJECT_MESSAGE",
+        DKIM_OFF,
+    )
 }
 
 fn account_json(production: bool) -> String {
@@ -133,7 +145,10 @@ fn json(status: u16, body: String, error_type: Option<&str>) -> Response<Full<By
         .header("content-type", "application/json")
         .header("x-amzn-requestid", "0f3e6f1e-h9");
     if let Some(t) = error_type {
-        r = r.header("x-amzn-errortype", format!("{t}:http://internal.amazon.com/"));
+        r = r.header(
+            "x-amzn-errortype",
+            format!("{t}:http://internal.amazon.com/"),
+        );
     }
     r.body(Full::new(Bytes::from(body))).unwrap()
 }
@@ -343,7 +358,10 @@ async fn all_good_passes_with_signed_requests() {
 
     let fake = s.fake.lock().unwrap();
     let paths: Vec<&str> = fake.seen.iter().map(|(p, _)| p.as_str()).collect();
-    assert_eq!(paths, ["/v2/email/identities/example.org", "/v2/email/account"]);
+    assert_eq!(
+        paths,
+        ["/v2/email/identities/example.org", "/v2/email/account"]
+    );
     for (path, headers) in &fake.seen {
         assert_eq!(sigv4_problem(headers), None, "{path}: {headers:#?}");
         assert_eq!(headers["host"], s.ses_addr.to_string());
@@ -353,12 +371,21 @@ async fn all_good_passes_with_signed_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unverified_identity_fails() {
-    let body = identity_json(false, "mail.example.org", "SUCCESS", "REJECT_MESSAGE", DKIM_OFF);
+    let body = identity_json(
+        false,
+        "mail.example.org",
+        "SUCCESS",
+        "REJECT_MESSAGE",
+        DKIM_OFF,
+    );
     let s = setup(Some(body), account_json(true)).await;
     let r = s.run(true, None).await;
     assert_eq!(r.code, 1, "{:#?}", r.lines);
     let line = r.line("FAIL SES identity example.org: not verified for sending");
-    assert!(line.contains("VerificationStatus PENDING") && line.contains(" — fix: "), "{line}");
+    assert!(
+        line.contains("VerificationStatus PENDING") && line.contains(" — fix: "),
+        "{line}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -373,17 +400,33 @@ async fn unknown_identity_fails() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mail_from_mismatch_fails() {
-    let body = identity_json(true, "bounce.example.org", "SUCCESS", "REJECT_MESSAGE", DKIM_OFF);
+    let body = identity_json(
+        true,
+        "bounce.example.org",
+        "SUCCESS",
+        "REJECT_MESSAGE",
+        DKIM_OFF,
+    );
     let s = setup(Some(body), account_json(true)).await;
     let r = s.run(true, None).await;
     assert_eq!(r.code, 1, "{:#?}", r.lines);
-    let line = r.line("FAIL SES MAIL FROM example.org: SES uses the custom MAIL FROM bounce.example.org");
-    assert!(line.contains("--mail-from-domain mail.example.org"), "{line}");
+    let line =
+        r.line("FAIL SES MAIL FROM example.org: SES uses the custom MAIL FROM bounce.example.org");
+    assert!(
+        line.contains("--mail-from-domain mail.example.org"),
+        "{line}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn use_default_value_warns_about_the_silent_fallback() {
-    let body = identity_json(true, "mail.example.org", "SUCCESS", "USE_DEFAULT_VALUE", DKIM_OFF);
+    let body = identity_json(
+        true,
+        "mail.example.org",
+        "SUCCESS",
+        "USE_DEFAULT_VALUE",
+        DKIM_OFF,
+    );
     let s = setup(Some(body), account_json(true)).await;
     let r = s.run(true, None).await;
     assert_eq!(r.code, 0, "a warning does not fail doctor: {:#?}", r.lines);
@@ -409,7 +452,13 @@ async fn sandbox_fails() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn easy_dkim_is_noted() {
-    let body = identity_json(true, "mail.example.org", "SUCCESS", "REJECT_MESSAGE", EASY_DKIM_ON);
+    let body = identity_json(
+        true,
+        "mail.example.org",
+        "SUCCESS",
+        "REJECT_MESSAGE",
+        EASY_DKIM_ON,
+    );
     let s = setup(Some(body), account_json(true)).await;
     let r = s.run(true, None).await;
     assert_eq!(r.code, 0, "{:#?}", r.lines);
@@ -422,8 +471,13 @@ async fn missing_credentials_is_a_clear_failure() {
     let s = setup(Some(good_identity()), account_json(true)).await;
     let r = s.run(false, None).await;
     assert_eq!(r.code, 1, "{:#?}", r.lines);
-    let line = r.line("FAIL SES credentials: no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY");
-    assert!(line.contains("no-such-credentials"), "names the file it looked in: {line}");
+    let line = r.line(
+        "FAIL SES credentials: no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+    );
+    assert!(
+        line.contains("no-such-credentials"),
+        "names the file it looked in: {line}"
+    );
     assert!(s.fake.lock().unwrap().seen.is_empty(), "nothing was sent");
 }
 

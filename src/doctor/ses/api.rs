@@ -208,7 +208,10 @@ impl SesEndpoint {
                 "--ses-endpoint {url:?}: give the endpoint only (scheme, host, port), no path"
             ));
         }
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         let loopback = host.eq_ignore_ascii_case("localhost")
             || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
         if !https && !loopback {
@@ -309,7 +312,10 @@ impl SesClient {
     }
 
     /// `GET /v2/email/identities/{domain}`; `None` on 404 (NotFoundException).
-    pub async fn get_email_identity(&self, domain: &str) -> Result<Option<EmailIdentity>, ApiError> {
+    pub async fn get_email_identity(
+        &self,
+        domain: &str,
+    ) -> Result<Option<EmailIdentity>, ApiError> {
         let path = format!("/v2/email/identities/{}", path_escape(domain));
         match self.get(&path).await {
             Ok(body) => serde_json::from_slice(&body)
@@ -352,7 +358,10 @@ impl SesClient {
             .uri(path)
             .header("host", self.endpoint.authority())
             .header("accept", "application/json")
-            .header("user-agent", concat!("dkim-relay/", env!("CARGO_PKG_VERSION")))
+            .header(
+                "user-agent",
+                concat!("dkim-relay/", env!("CARGO_PKG_VERSION")),
+            )
             .body(Empty::<Bytes>::new())
             .map_err(|e| ApiError::Sign(e.to_string()))?;
         self.sign(&url, &mut request)?;
@@ -453,7 +462,10 @@ where
         // Ends when the response has been read and the sender dropped.
         let _ = conn.await;
     });
-    sender.send_request(request).await.map_err(|e| e.to_string())
+    sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Percent-encodes a path segment (domain names need none; anything else is escaped).
@@ -499,7 +511,10 @@ mod tests {
     #[test]
     fn half_set_environment_is_an_error() {
         let e = Credentials::resolve(&env(&[("AWS_ACCESS_KEY_ID", "AKID")])).unwrap_err();
-        assert!(e.to_string().contains("AWS_SECRET_ACCESS_KEY is not"), "{e}");
+        assert!(
+            e.to_string().contains("AWS_SECRET_ACCESS_KEY is not"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -553,7 +568,10 @@ mod tests {
     #[test]
     fn endpoint_rules() {
         let e = SesEndpoint::parse("http://127.0.0.1:8080", "us-east-1").unwrap();
-        assert_eq!((e.https, e.host.as_str(), e.port), (false, "127.0.0.1", 8080));
+        assert_eq!(
+            (e.https, e.host.as_str(), e.port),
+            (false, "127.0.0.1", 8080)
+        );
         assert_eq!(e.authority(), "127.0.0.1:8080");
         let e = SesEndpoint::parse("https://email.eu-west-1.amazonaws.com", "eu-west-1").unwrap();
         assert_eq!((e.https, e.port), (true, 443));

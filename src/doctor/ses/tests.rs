@@ -120,7 +120,10 @@ fn account_rules() {
     )
     .unwrap();
     let checks = account_checks("us-east-1", &account, None);
-    assert!(checks.iter().all(|c| c.status == Status::Pass), "{checks:?}");
+    assert!(
+        checks.iter().all(|c| c.status == Status::Pass),
+        "{checks:?}"
+    );
     assert!(checks.last().unwrap().message.contains("MaxSendRate 14/s"));
     let checks = account_checks("us-east-1", &account, Some(20.0));
     assert_eq!(checks.last().unwrap().status, Status::Warn);

@@ -15,12 +15,14 @@
 //! FAIL line naming the operation and SES's error, never a credential.
 
 pub mod api;
+pub mod credentials;
 
 use serde::Deserialize;
 
 use super::Check;
 use crate::dkim::domain::Domains;
-pub use api::{ApiError, CredentialError, Credentials, SesClient, SesEndpoint};
+pub use api::{ApiError, SesClient, SesEndpoint};
+pub use credentials::{CredentialError, Credentials};
 
 /// `GetEmailIdentity`'s response, the fields doctor reads (SES API v2 reference).
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]

@@ -272,10 +272,11 @@ fn dkim_check(domain: &str, attrs: Option<&DkimAttributes>) -> Check {
     Check::pass(
         subject,
         format!(
-            "note: SES also signs with {kind}, d={domain}: each message carries two DKIM \
-             signatures, the relay's and SES's; DMARC passes if either verifies, so a broken \
-             relay signature does not show in DMARC results (check the relay's selector in \
-             the reports, or turn SES signing off if you want the relay's key alone)"
+            "note: SES also signs with {kind}: each message carries two DKIM signatures \
+             with d={domain}, the relay's and SES's (besides SES's usual d=amazonses.com one); \
+             DMARC passes if either verifies, so a broken relay signature does not show in \
+             DMARC results (look for the relay's selector in the reports, or turn SES signing \
+             off if you want the relay's key alone)"
         ),
     )
 }

@@ -82,6 +82,10 @@ enum Command {
         /// tests); plain http:// only to a loopback address.
         #[arg(long, requires = "ses", value_name = "URL")]
         ses_endpoint: Option<String>,
+        /// CA certificates (PEM) to trust beside the public roots for the SES API endpoint
+        /// (a staging endpoint behind a private CA).
+        #[arg(long, requires = "ses", value_name = "PEM")]
+        ses_ca_file: Option<PathBuf>,
     },
     /// Run the SES SMTP simulator on its own (staging; any SMTP client can use it).
     SesSim {
@@ -130,11 +134,14 @@ fn main() -> ExitCode {
             nameserver,
             ses,
             ses_endpoint,
-        } => dkim_relay::cli::doctor_with(
-            &config,
-            nameserver,
-            ses.then_some(ses_endpoint.as_deref()),
-        ),
+            ses_ca_file,
+        } => {
+            let request = dkim_relay::cli::doctor_ses::SesRequest {
+                endpoint: ses_endpoint,
+                ca_file: ses_ca_file,
+            };
+            dkim_relay::cli::doctor_with(&config, nameserver, ses.then_some(&request))
+        }
         Command::SesSim { config } => dkim_relay::cli::ses_sim(&config),
         Command::Outbox { dir, json, action } => match action {
             OutboxAction::List => dkim_relay::cli::outbox::list(&dir, json),

@@ -7,6 +7,8 @@
 //! credentials, a bad `--ses-endpoint`) are FAIL lines like every other check, so the output
 //! and the exit code keep one shape; no secret is ever printed.
 
+use std::path::PathBuf;
+
 use crate::config;
 use crate::doctor::Check;
 use crate::doctor::ses::{Credentials, SesClient, SesEndpoint};
@@ -37,10 +39,32 @@ fn failure(subject: &str, message: String, fix: &str) -> Check {
     }
 }
 
-/// Every SES check for `snapshot`, asking `endpoint` (`--ses-endpoint`) or SES in the region.
-pub async fn checks(snapshot: &config::Snapshot, endpoint: Option<&str>) -> Vec<Check> {
+/// What `doctor --ses` was asked: `--ses-endpoint`, `--ses-ca-file`.
+#[derive(Debug, Clone, Default)]
+pub struct SesRequest {
+    /// The SES API endpoint instead of `https://email.REGION.amazonaws.com`.
+    pub endpoint: Option<String>,
+    /// A PEM file of CA certificates trusted beside the webpki roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Every SES check for `snapshot`, asking `--ses-endpoint` or SES in the region.
+pub async fn checks(snapshot: &config::Snapshot, request: &SesRequest) -> Vec<Check> {
     let region = ses_region(snapshot);
-    let endpoint = match endpoint {
+    let ca_pem = match &request.ca_file {
+        None => None,
+        Some(path) => match std::fs::read(path) {
+            Ok(pem) => Some(pem),
+            Err(e) => {
+                return vec![failure(
+                    "SES endpoint",
+                    format!("--ses-ca-file {}: {e}", path.display()),
+                    "give a readable PEM file of CA certificates",
+                )];
+            }
+        },
+    };
+    let endpoint = match request.endpoint.as_deref() {
         None => SesEndpoint::for_region(&region),
         Some(url) => match SesEndpoint::parse(url, &region) {
             Ok(e) => e,
@@ -65,9 +89,15 @@ pub async fn checks(snapshot: &config::Snapshot, endpoint: Option<&str>) -> Vec<
         }
     };
     let source = credentials.source.clone();
-    let client = match SesClient::new(endpoint, credentials) {
+    let client = match SesClient::new(endpoint, credentials, ca_pem.as_deref()) {
         Ok(c) => c,
-        Err(e) => return vec![failure("SES endpoint", e, "report this as a bug")],
+        Err(e) => {
+            return vec![failure(
+                "SES endpoint",
+                format!("TLS client settings: {e}"),
+                "check --ses-ca-file (PEM CA certificates)",
+            )];
+        }
     };
     let mut out = vec![Check {
         status: crate::doctor::Status::Pass,

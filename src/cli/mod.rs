@@ -119,16 +119,12 @@ pub fn doctor(path: &Path, nameserver: Option<std::net::SocketAddr>) -> ExitCode
     doctor_with(path, nameserver, None)
 }
 
-/// What `doctor --ses` adds: `Some(endpoint)` asks the SES API too (`Some(None)`: SES in the
-/// configuration's region; `Some(Some(url))`: `--ses-endpoint`).
-pub type SesRequest<'a> = Option<Option<&'a str>>;
-
-/// `dkim-relay doctor [--ses [--ses-endpoint URL]]`: the DNS checks, then the SES API's
-/// ([`doctor_ses`]) when asked.
+/// `dkim-relay doctor [--ses [--ses-endpoint URL] [--ses-ca-file PEM]]`: the DNS checks, then
+/// the SES API's ([`doctor_ses`]) when `ses` is given.
 pub fn doctor_with(
     path: &Path,
     nameserver: Option<std::net::SocketAddr>,
-    ses: SesRequest<'_>,
+    ses: Option<&doctor_ses::SesRequest>,
 ) -> ExitCode {
     let snapshot = match config::load(path) {
         Ok(s) => s,
@@ -160,8 +156,8 @@ pub fn doctor_with(
         &lookup,
         std::time::SystemTime::now(),
     ));
-    if let Some(endpoint) = ses {
-        checks.extend(rt.block_on(doctor_ses::checks(&snapshot, endpoint)));
+    if let Some(request) = ses {
+        checks.extend(rt.block_on(doctor_ses::checks(&snapshot, request)));
     }
     for c in &checks {
         println!("{c}");

@@ -235,6 +235,27 @@ fn write_config(dir: &Path) -> PathBuf {
 /// DNS publishing everything the configuration needs, and the fake SES answering `identity`
 /// for example.org (None: 404) and `account`.
 async fn setup(identity: Option<String>, account: String) -> Setup {
+    start(identity, account, None).await
+}
+
+/// [`setup`], the fake serving HTTPS with a certificate for 127.0.0.1 from a fresh CA, whose
+/// PEM is written to `ca.pem` in the setup's directory.
+async fn setup_tls(identity: Option<String>, account: String) -> (Setup, PathBuf) {
+    let certs = dkim_relay::tls::generate_certs(&["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let server =
+        dkim_relay::tls::server_config(certs.cert_chain_pem.as_bytes(), certs.key_pem.as_bytes())
+            .unwrap();
+    let s = start(identity, account, Some(server)).await;
+    let ca = s._dir.path().join("ca.pem");
+    std::fs::write(&ca, &certs.ca_pem).unwrap();
+    (s, ca)
+}
+
+async fn start(
+    identity: Option<String>,
+    account: String,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path());
     let snapshot = config::load(&config).unwrap();
@@ -258,11 +279,23 @@ async fn setup(identity: Option<String>, account: String) -> Setup {
     let server = tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let fake = shared.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req| handle(fake.clone(), req));
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+                let http = hyper::server::conn::http1::Builder::new();
+                match tls {
+                    None => {
+                        let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                    }
+                    Some(config) => {
+                        let Ok(stream) =
+                            tokio_rustls::TlsAcceptor::from(config).accept(stream).await
+                        else {
+                            return;
+                        };
+                        let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                    }
+                }
             });
         }
     });
@@ -295,6 +328,15 @@ impl Setup {
     /// Runs `doctor --ses` with credentials in the environment (or none, `with_credentials`
     /// false) and no AWS configuration from the machine.
     async fn run(&self, with_credentials: bool, endpoint: Option<String>) -> Run {
+        self.run_with(with_credentials, endpoint, &[]).await
+    }
+
+    async fn run_with(
+        &self,
+        with_credentials: bool,
+        endpoint: Option<String>,
+        extra: &[&std::ffi::OsStr],
+    ) -> Run {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_dkim-relay"));
         cmd.arg("doctor")
             .arg("--config")
@@ -303,7 +345,8 @@ impl Setup {
             .arg(self.dns.addr.to_string())
             .arg("--ses")
             .arg("--ses-endpoint")
-            .arg(endpoint.unwrap_or_else(|| format!("http://{}", self.ses_addr)));
+            .arg(endpoint.unwrap_or_else(|| format!("http://{}", self.ses_addr)))
+            .args(extra);
         for var in [
             "AWS_ACCESS_KEY_ID",
             "AWS_SECRET_ACCESS_KEY",
@@ -498,4 +541,30 @@ async fn refused_credentials_are_reported_without_secrets() {
     let line = r.line("FAIL SES identity example.org: GetEmailIdentity failed: SES answered 403 UnrecognizedClientException: The security token included in the request is invalid.");
     assert!(line.contains("ses:GetEmailIdentity"), "{line}");
     r.line("FAIL SES account us-east-1: GetAccount failed: SES answered 403");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_endpoint_is_verified_against_the_roots_and_ses_ca_file() {
+    let (s, ca) = setup_tls(Some(good_identity()), account_json(true)).await;
+    let url = format!("https://{}", s.ses_addr);
+    // Not trusted by the public roots: a TLS failure, nothing sent in clear.
+    let r = s.run(true, Some(url.clone())).await;
+    assert_eq!(r.code, 1, "{:#?}", r.lines);
+    let line = r.line(
+        "FAIL SES identity example.org: GetEmailIdentity failed: cannot reach https://127.0.0.1:",
+    );
+    assert!(line.contains("TLS"), "{line}");
+    assert!(s.fake.lock().unwrap().seen.is_empty());
+    // Trusted through --ses-ca-file: the same checks as over plain HTTP.
+    let r = s
+        .run_with(true, Some(url), &["--ses-ca-file".as_ref(), ca.as_os_str()])
+        .await;
+    assert_eq!(r.code, 0, "{:#?}\n{}", r.lines, r.stderr);
+    r.line("PASS SES identity example.org: verified for sending in us-east-1");
+    r.line("PASS SES account us-east-1: production access");
+    let fake = s.fake.lock().unwrap();
+    assert_eq!(fake.seen.len(), 2);
+    for (path, headers) in &fake.seen {
+        assert_eq!(sigv4_problem(headers), None, "{path}: {headers:#?}");
+    }
 }

@@ -141,9 +141,22 @@ pub struct SesClient {
 }
 
 impl SesClient {
-    pub fn new(endpoint: SesEndpoint, credentials: Credentials) -> Result<SesClient, String> {
+    /// `extra_ca_pem`: CA certificates trusted beside the webpki roots (`--ses-ca-file`, for a
+    /// staging endpoint behind a private CA).
+    pub fn new(
+        endpoint: SesEndpoint,
+        credentials: Credentials,
+        extra_ca_pem: Option<&[u8]>,
+    ) -> Result<SesClient, String> {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        if let Some(pem) = extra_ca_pem {
+            for cert in crate::tls::certs_in(pem).map_err(|e| e.to_string())? {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("unusable CA certificate: {e}"))?;
+            }
+        }
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::aws_lc_rs::default_provider(),
         ))

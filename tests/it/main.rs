@@ -9,9 +9,10 @@
 //!   one SMTP client (relay and simulator tests alike); [`support::sim`] drives the SES
 //!   simulator; [`support::dns_server`] is an authoritative DNS server on 127.0.0.1 for
 //!   `doctor` and `require_published`.
-//! - one module per area: `cli`, `doctor`, `doctor_ses` (against a fake SES API), `hardening`, `keygen_dns`, `layering` (reads
+//! - one module per area: `cli`, `doctor`, `hardening`, `keygen_dns`, `layering` (reads
 //!   `src/`: imports point down), `parsers_proptest`, `relay_e2e`, `relay_sim`, `reload`,
 //!   `sim_dkim`, `sim_interop`, `sim_smtp`.
+//! - `doctor_ses`: `doctor --ses` against a fake SES API v2 (plain HTTP and HTTPS).
 
 mod support;
 

@@ -32,7 +32,8 @@
 //!   Mailpit-compatible API over the outbox ([`sim::http`]), the feedback SES would send
 //!   ([`sim::feedback`]), live faults ([`sim::fault`]) and
 //!   the recorder of what it saw ([`sim::record`]). [`doctor`]: checks of the
-//!   published DNS records and their printing. [`spool`]: the durable queue (commit with
+//!   published DNS records and their printing; [`doctor::ses`]: the SES API's view (identity,
+//!   MAIL FROM, account), SigV4-signed. [`spool`]: the durable queue (commit with
 //!   fsync and a checksummed marker, retry schedule, background delivery that pauses on
 //!   account-level SES answers, dead-letter); [`upstream::reply_class`] says what each SES
 //!   answer affects. [`dmarc_report`]: receivers' DMARC aggregate

@@ -72,6 +72,20 @@ enum Command {
         /// system resolver.
         #[arg(long)]
         nameserver: Option<std::net::SocketAddr>,
+        /// Also ask the SES API v2 (GetEmailIdentity per domain, GetAccount; SigV4-signed with
+        /// AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY[/AWS_SESSION_TOKEN] or ~/.aws/credentials and
+        /// AWS_PROFILE): identity verified, custom MAIL FROM equal to ours, verified and
+        /// REJECT_MESSAGE, SES's own DKIM signing, sandbox, sending, send rate.
+        #[arg(long)]
+        ses: bool,
+        /// The SES API endpoint to ask instead of https://email.REGION.amazonaws.com (staging,
+        /// tests); plain http:// only to a loopback address.
+        #[arg(long, requires = "ses", value_name = "URL")]
+        ses_endpoint: Option<String>,
+        /// CA certificates (PEM) to trust beside the public roots for the SES API endpoint
+        /// (a staging endpoint behind a private CA).
+        #[arg(long, requires = "ses", value_name = "PEM")]
+        ses_ca_file: Option<PathBuf>,
     },
     /// GET the relay's health endpoint and exit 0 on HTTP 200 (the container image's
     /// HEALTHCHECK: it has no shell and no curl).
@@ -168,7 +182,19 @@ fn main() -> ExitCode {
             keys_dir,
         } => dkim_relay::cli::keygen(&domain, &selector, &algorithm, bits, &keys_dir),
         Command::Dns { config, format } => dkim_relay::cli::dns(&config, &format),
-        Command::Doctor { config, nameserver } => dkim_relay::cli::doctor(&config, nameserver),
+        Command::Doctor {
+            config,
+            nameserver,
+            ses,
+            ses_endpoint,
+            ses_ca_file,
+        } => {
+            let request = dkim_relay::cli::doctor_ses::SesRequest {
+                endpoint: ses_endpoint,
+                ca_file: ses_ca_file,
+            };
+            dkim_relay::cli::doctor_with(&config, nameserver, ses.then_some(&request))
+        }
         Command::Health { url, timeout } => {
             dkim_relay::cli::health::health(&url, std::time::Duration::from_secs(timeout))
         }

@@ -28,14 +28,14 @@ pub fn run(files: &[PathBuf], json: bool) -> ExitCode {
     let analysis = dmarc_report::analyse(&reports);
     if json {
         match serde_json::to_string_pretty(&analysis) {
-            Ok(text) => println!("{text}"),
+            Ok(text) => outln!("{text}"),
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::FAILURE;
             }
         }
     } else if !reports.is_empty() {
-        print!("{}", text(&analysis));
+        out!("{}", text(&analysis));
     }
     if failed > 0 {
         ExitCode::FAILURE

@@ -47,6 +47,7 @@ pub fn write_stdout(args: std::fmt::Arguments<'_>, newline: bool) {
 }
 
 pub mod dmarc_report;
+pub mod doctor_ses;
 pub mod health;
 pub mod logging;
 pub mod outbox;
@@ -152,6 +153,16 @@ pub fn check(path: &Path) -> ExitCode {
 /// `dkim-relay doctor`: looks every record the configuration needs up in live DNS and prints
 /// one PASS/WARN/FAIL line per check. Exit 1 on any FAIL, 2 when the configuration is invalid.
 pub fn doctor(path: &Path, nameserver: Option<std::net::SocketAddr>) -> ExitCode {
+    doctor_with(path, nameserver, None)
+}
+
+/// `dkim-relay doctor [--ses [--ses-endpoint URL] [--ses-ca-file PEM]]`: the DNS checks, then
+/// the SES API's ([`doctor_ses`]) when `ses` is given.
+pub fn doctor_with(
+    path: &Path,
+    nameserver: Option<std::net::SocketAddr>,
+    ses: Option<&doctor_ses::SesRequest>,
+) -> ExitCode {
     let snapshot = match config::load(path) {
         Ok(s) => s,
         Err(diags) => {
@@ -175,13 +186,16 @@ pub fn doctor(path: &Path, nameserver: Option<std::net::SocketAddr>) -> ExitCode
         }
     };
     let region = region_of(&snapshot);
-    let checks = rt.block_on(crate::doctor::diagnose(
+    let mut checks = rt.block_on(crate::doctor::diagnose(
         &snapshot.domains,
         snapshot.reload.key_max_age,
         &region,
         &lookup,
         std::time::SystemTime::now(),
     ));
+    if let Some(request) = ses {
+        checks.extend(rt.block_on(doctor_ses::checks(&snapshot, request)));
+    }
     for c in &checks {
         outln!("{c}");
     }

@@ -12,6 +12,8 @@
 //! is unit-tested. [`diagnose`] fetches the records through a [`Lookup`] (which lives in
 //! [`crate::dns::lookup`], as does the DKIM key-record rule [`crate::dns::dkim_record`] that also
 //! decides `require_published` at reload) and calls them. doctor is diagnosis plus wording.
+//! [`ses`] does the same for what the SES API v2 reports (`doctor --ses`: identities, custom
+//! MAIL FROM, account).
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
@@ -21,6 +23,8 @@ use crate::dkim::domain::{Domain, Domains};
 use crate::dkim::key::SelectorKey;
 use crate::dns::dkim_record::{DkimRecordOutcome, DkimRecordProblem, tag, tag_list};
 use crate::dns::lookup::{Lookup, LookupError};
+
+pub mod ses;
 
 /// How a check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

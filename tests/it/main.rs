@@ -10,7 +10,8 @@
 //!   simulator; [`support::dns_server`] is an authoritative DNS server on 127.0.0.1 for
 //!   `doctor` and `require_published`.
 //! - one module per area: `cli`, `dkim_differential` (signer vs. independent
-//!   verifiers), `dkim_relay` (issue 9 signing through sockets), `dmarc_report`, `doctor`, `from_policy` (issue 9: From,
+//!   verifiers), `dkim_relay` (issue 9 signing through sockets), `dmarc_report`, `doctor`, `doctor_ses` (`doctor --ses`
+//!   against a fake SES API v2), `from_policy` (issue 9: From,
 //!   oversigning, escaping; the differential suite against Python), `hardening`, `hardening2`
 //!   and `hardening_config` (issue 13), `keygen_dns`, `layering` (reads `src/`: imports point
 //!   down), `metrics` (`/metrics`, `/livez`, `/readyz`, JSON logs), `pacing`, `parsers_proptest`, `pool`, `relay_e2e`, `relay_sim`, `reload`,
@@ -26,6 +27,7 @@ mod dkim_differential;
 mod dkim_relay;
 mod dmarc_report;
 mod doctor;
+mod doctor_ses;
 mod from_policy;
 mod hardening;
 mod hardening2;

@@ -1,26 +1,26 @@
 #!/usr/bin/env bash
-# Runs inside `unshare -rnm` (from .ci/h2.sh): loopback up, /etc/resolv.conf bind-mounted to
-# 127.0.0.1 (this namespace only), .ci/h2_dns.py serving the corpus's keys there, then
-# Mail::DKIM, OpenDKIM and go-msgauth over every case. Usage: h2_ns.sh WORK_DIR CORPUS_DIR
+# Runs inside `unshare -rnm` (from .ci/dkim-verifiers.sh): loopback up, /etc/resolv.conf bind-mounted to
+# 127.0.0.1 (this namespace only), .ci/dkim-verifiers/dns.py serving the corpus's keys there, then
+# Mail::DKIM, OpenDKIM and go-msgauth over every case. Usage: in-namespace.sh WORK_DIR CORPUS_DIR
 set -euo pipefail
 work="$1"
 corpus="$2"
 ip link set lo up
 echo "nameserver 127.0.0.1" > "$work/resolv.conf"
 mount --bind "$work/resolv.conf" /etc/resolv.conf
-/usr/bin/python3 .ci/h2_dns.py "$corpus/dns.tsv" 53 > "$work/dns.log" 2>&1 &
+/usr/bin/python3 .ci/dkim-verifiers/dns.py "$corpus/dns.tsv" 53 > "$work/dns.log" 2>&1 &
 dns_pid=$!
 trap 'kill "$dns_pid" 2>/dev/null || true' EXIT
 for _ in $(seq 50); do grep -q ready "$work/dns.log" && break; sleep 0.1; done
-grep -q ready "$work/dns.log" || { echo "h2: DNS server did not start" >&2; cat "$work/dns.log" >&2; exit 1; }
+grep -q ready "$work/dns.log" || { echo "dkim-verifiers: DNS server did not start" >&2; cat "$work/dns.log" >&2; exit 1; }
 odkim="$(command -v opendkim-testmsg || echo /usr/sbin/opendkim-testmsg)"
 
 rc=0
-echo "h2: Mail::DKIM"
-perl .ci/h2_verify.pl "$corpus" 53 > "$work/maildkim.txt" || rc=1
+echo "dkim-verifiers: Mail::DKIM"
+perl .ci/dkim-verifiers/maildkim.pl "$corpus" 53 > "$work/maildkim.txt" || rc=1
 tail -n 20 "$work/maildkim.txt"
 
-echo "h2: OpenDKIM and go-msgauth"
+echo "dkim-verifiers: OpenDKIM and go-msgauth"
 n=0
 : > "$work/opendkim.txt"
 : > "$work/gomsgauth.txt"

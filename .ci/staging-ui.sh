@@ -19,8 +19,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The release build is the quick start's (warm in CI); H6_PROFILE=debug reuses a dev build.
-if [ "${H6_PROFILE:-release}" = debug ]; then
+# The release build is the quick start's (warm in CI); CI_PROFILE=debug reuses a dev build.
+if [ "${CI_PROFILE:-release}" = debug ]; then
   cargo build --locked --quiet
   bin=$root/target/debug/dkim-relay
 else
@@ -33,7 +33,7 @@ mkdir -p "$shots"
 echo "== mailpit-api (npm) into $work/npm"
 mkdir -p "$work/npm"
 npm install --prefix "$work/npm" --no-audit --no-fund --silent mailpit-api@2.1.0 >/dev/null
-cp .ci/h6-mailpit-client.mjs "$work/npm/client.mjs"
+cp .ci/staging-ui/mailpit-client.mjs "$work/npm/client.mjs"
 
 wait_for() { # file pattern pid
   for _ in $(seq 1 150); do
@@ -78,7 +78,7 @@ chromedriver --port=9515 >"$work/chromedriver.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do curl -fsS http://127.0.0.1:9515/status >/dev/null 2>&1 && break; sleep 0.1; done
 message "live arrival" >"$work/m2.eml"
-/usr/bin/python3 .ci/h6-webdriver.py http://127.0.0.1:8025 http://127.0.0.1:9515 "$shots" \
+/usr/bin/python3 .ci/staging-ui/webdriver.py http://127.0.0.1:8025 http://127.0.0.1:9515 "$shots" \
   swaks --server 127.0.0.1:2525 --from app@example.org --to someone@example.net --data @"$work/m2.eml"
 
 kill -TERM "${pids[0]}"; wait "${pids[0]}" || true

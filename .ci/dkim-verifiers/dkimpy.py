@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""dkimpy over a corpus directory (h2 DKIM differential suite, CI only): keys from dns.tsv,
-no network. Usage: h2_dkimpy.py CORPUS_DIR. Exit 1 on any failure."""
+"""dkimpy over a corpus directory (the DKIM differential suite, CI only): keys from dns.tsv,
+no network. Usage: dkimpy.py CORPUS_DIR. Exit 1 on any failure."""
 import os
 import sys
 

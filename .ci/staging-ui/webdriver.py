@@ -4,7 +4,7 @@ spoken with urllib: no client library to install). Opens the list, waits for its
 sends a message (swaks, via the relay), sees the row appear live, opens it, reads the verdict
 card, and screenshots each view into the folder given.
 
-Usage: h6-webdriver.py <base URL> <chromedriver URL> <screenshot dir> <send command...>
+Usage: webdriver.py <base URL> <chromedriver URL> <screenshot dir> <send command...>
 """
 import base64
 import json

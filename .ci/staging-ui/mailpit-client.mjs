@@ -1,6 +1,6 @@
 // Drives the simulator's HTTP API with an existing Mailpit client library, unchanged: the npm
 // package `mailpit-api` (https://www.npmjs.com/package/mailpit-api). Usage:
-//   node h6-mailpit-client.mjs <base URL> <subject> [--delete]
+//   node mailpit-client.mjs <base URL> <subject> [--delete]
 import { MailpitClient } from "mailpit-api";
 import assert from "node:assert/strict";
 

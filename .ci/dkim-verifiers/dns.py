@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""A tiny authoritative DNS server for the h2 DKIM differential suite (CI only).
+"""A tiny authoritative DNS server for the DKIM differential suite (CI only).
 
 Answers TXT queries from a TSV file (name TAB value, one record a line) over UDP and TCP on
 127.0.0.1:PORT; every other name or type gets NXDOMAIN / an empty answer. Standard library
-only, so CI needs no extra package. Usage: h2_dns.py RECORDS.tsv PORT
+only, so CI needs no extra package. Usage: dns.py RECORDS.tsv PORT
 """
 import socket
 import struct

@@ -21,7 +21,7 @@ cd "$(dirname "$0")/.."
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-echo "== h7: YAML shape of deploy/"
+echo "== deploy: YAML shape of deploy/"
 python3 - <<'PY'
 import glob, yaml
 compose = yaml.safe_load(open("deploy/compose.yaml"))
@@ -41,7 +41,7 @@ assert sidecar["resources"]["requests"], "resource requests"
 print("compose.yaml and deploy/kubernetes/*.yaml: ok")
 PY
 
-echo "== h7: kubectl kustomize + kubernetes-validate (strict)"
+echo "== deploy: kubectl kustomize + kubernetes-validate (strict)"
 if command -v kubectl >/dev/null; then
     kubectl kustomize deploy/kubernetes >"$work/rendered.yaml"
 else
@@ -55,7 +55,7 @@ for version in 1.29.0 1.33.0; do
 done
 echo "rendered manifests valid for 1.29 and 1.33"
 
-echo "== h7: dkim-relay check on deploy/ configurations"
+echo "== deploy: dkim-relay check on deploy/ configurations"
 cargo build --locked --quiet --bin dkim-relay
 chmod 600 keys/example.org/*.pem
 for conf in deploy/kubernetes/relay.toml deploy/compose/relay.toml; do
@@ -67,11 +67,11 @@ for conf in deploy/kubernetes/relay.toml deploy/compose/relay.toml; do
     echo "$conf: valid"
 done
 
-echo "== h7: systemd-analyze security (offline)"
+echo "== deploy: systemd-analyze security (offline)"
 if command -v systemd-analyze >/dev/null; then
     systemd-analyze security --offline=yes --threshold=20 deploy/dkim-relay.service | tail -1
 else
     echo "systemd-analyze not found (apt: systemd)" >&2
     exit 1
 fi
-echo "== h7: deploy checks passed"
+echo "== deploy: deploy checks passed"

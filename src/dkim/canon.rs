@@ -13,7 +13,7 @@
 //! Independence: the verifier in [`super::verify`] has its own canonicalizer, written the other
 //! way round (whole buffer, line by line, slices and filters), so a bug here is caught by the
 //! self-check before a message leaves and by the differential suite against dkimpy, OpenDKIM,
-//! Mail::DKIM and go-msgauth (`tests/it/dkim_differential.rs`, `.ci/h2.sh`). Nothing here is
+//! Mail::DKIM and go-msgauth (`tests/it/dkim_differential.rs`, `.ci/dkim-verifiers.sh`). Nothing here is
 //! shared with it.
 //!
 //! Input is CRLF-clean (the SMTP codec guarantees it); a lone CR or LF is treated as an

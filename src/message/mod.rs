@@ -71,6 +71,20 @@ pub struct Prepared<D> {
     pub removed_return_path: usize,
 }
 
+/// The fields RFC 5322 §3.6 allows at most once, besides From (refused by its own rule).
+pub const SINGLE_FIELDS: &[&str] = &[
+    "Date",
+    "Sender",
+    "Reply-To",
+    "To",
+    "Cc",
+    "Bcc",
+    "Message-ID",
+    "In-Reply-To",
+    "References",
+    "Subject",
+];
+
 /// Applies the relay's rules to one message. `domain_for` finds the signing domain for the
 /// header-From domain (an A-label). An `Err` is the reply the client gets; nothing is sent
 /// upstream then.
@@ -104,6 +118,20 @@ pub fn prepare<D: SendingDomain>(
                 "Header field name `{}` is followed by white space before the colon; write `{}:`",
                 f.name().trim_end(),
                 f.name().trim_end()
+            ),
+        ));
+    }
+    // RFC 5322 §3.6 allows these fields once. Receivers disagree on which copy counts (OpenDKIM
+    // refuses such a message outright as a syntax error), so a second copy is refused before
+    // signing rather than signed for one reader and shown differently by another. From has its
+    // own, more specific refusal below.
+    if let Some(name) = SINGLE_FIELDS.iter().find(|name| message.count(name) > 1) {
+        return Err(Reply::new(
+            554,
+            "5.6.0",
+            format!(
+                "Header field {name} appears {} times; RFC 5322 allows it once",
+                message.count(name)
             ),
         ));
     }

@@ -8,7 +8,7 @@
 //! - by dkimpy, a few hundred cases in one python process (`DKIM_RELAY_REQUIRE_DKIMPY=1` makes
 //!   a missing dkimpy a failure);
 //! - in CI by dkimpy, OpenDKIM, Mail::DKIM and go-msgauth over thousands of cases: the ignored
-//!   test [`write_corpus`] writes them (`.ci/h2.sh` runs it).
+//!   test [`write_corpus`] writes them (`.ci/dkim-verifiers.sh` runs it).
 //!
 //! A message is verified in the form a receiver gets it: a body without a final CRLF gets one,
 //! as the SMTP client adds it before the terminating dot.
@@ -421,7 +421,7 @@ fn dkimpy_verifies_generated_cases() {
 
 /// The CI corpus: `DKIM_CORPUS_DIR` (required) and `DKIM_CORPUS_CASES` (default 3000).
 #[test]
-#[ignore = "writes the CI corpus; run by .ci/h2.sh"]
+#[ignore = "writes the CI corpus; run by .ci/dkim-verifiers.sh"]
 fn write_corpus() {
     let dir = PathBuf::from(std::env::var("DKIM_CORPUS_DIR").expect("DKIM_CORPUS_DIR"));
     let count = std::env::var("DKIM_CORPUS_CASES")

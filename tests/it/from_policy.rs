@@ -228,6 +228,48 @@ async fn a_field_name_with_space_before_the_colon_is_refused() {
     st.stop().await;
 }
 
+/// RFC 5322 §3.6 allows Subject, To, Cc, Reply-To, Message-ID, … once; receivers disagree on
+/// which copy counts and OpenDKIM rejects such a message as a syntax error (found by the DKIM
+/// differential suite). Refused before signing; nothing reaches the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_copy_of_a_single_instance_field_is_refused() {
+    let st = staging("", &[("example.org", false)]).await;
+    let mut c = SmtpClient::connect(st.addr).await;
+    c.cmd("EHLO app.test").await;
+    for (name, value) in [
+        ("Subject", "second subject"),
+        ("To", "other@example.net"),
+        ("Cc", "other@example.net"),
+        ("Reply-To", "other@example.net"),
+        ("Message-ID", "<two@app.test>"),
+        ("Date", "Mon, 23 Nov 2026 10:00:00 +0000"),
+        ("Sender", "app@example.org"),
+    ] {
+        let msg = format!(
+            "From: app@example.org\r\nTo: someone@example.net\r\nSubject: one\r\n\
+             Cc: a@example.net\r\nReply-To: app@example.org\r\nMessage-ID: <one@app.test>\r\n\
+             Date: Sun, 22 Nov 2026 10:00:00 +0000\r\nSender: app@example.org\r\n\
+             {name}: {value}\r\n\r\nhello\r\n"
+        );
+        let r = c
+            .transaction("app@example.org", &["someone@example.net"], msg.as_bytes())
+            .await;
+        assert_eq!(enhanced(&r), (554, Some("5.6.0")), "{name} got {r}");
+        assert!(
+            r.one_line().contains(&format!("{name} appears 2 times")),
+            "{r}"
+        );
+    }
+    // One of each is fine.
+    let ok = "From: app@example.org\r\nTo: someone@example.net\r\nSubject: one\r\n\r\nhi\r\n";
+    let r = c
+        .transaction("app@example.org", &["someone@example.net"], ok.as_bytes())
+        .await;
+    assert_eq!(r.code, 250, "{r}");
+    assert_eq!(st.delivered().len(), 1);
+    st.stop().await;
+}
+
 /// Fields a receiver reads (and SES leaves alone): a copy prepended after signing must break
 /// the signature, whether the message had the field or not.
 const PROTECTED: &[(&str, &str)] = &[

@@ -36,7 +36,7 @@ async fn staging(self_verify: &str) -> Staging {
     let mut text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\nself_verify = \"{self_verify}\"\n\
          [upstream]\nsimulator = true\n\
-         [simulator]\nregion = \"eu-west-1\"\noutbox = \"outbox\"\n"
+         [simulator]\nhttp_listen = \"\"\nregion = \"eu-west-1\"\noutbox = \"outbox\"\n"
     );
     for domain in ["example.org", BROKEN] {
         text.push_str(&format!(

@@ -31,7 +31,7 @@ fn write_config(dir: &Path, extra_top: &str) -> PathBuf {
     .unwrap();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let text = format!(
-        "{extra_top}\n[upstream]\nsimulator = true\n[simulator]\nregion = \"us-east-1\"\n\
+        "{extra_top}\n[upstream]\nsimulator = true\n[simulator]\nhttp_listen = \"\"\nregion = \"us-east-1\"\n\
          [domains.\"example.org\"]\nmail_from = \"mail.example.org\"\nsign = [\"s2026a\"]\n\
          subdomains = true\n\
          [domains.\"example.org\".selectors.s2026a]\nalgorithm = \"rsa-sha256\"\n\

@@ -223,7 +223,7 @@ fn write_config(dir: &Path) -> PathBuf {
     )
     .unwrap();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let text = "[upstream]\nsimulator = true\n[simulator]\nregion = \"us-east-1\"\n\
+    let text = "[upstream]\nsimulator = true\n[simulator]\nhttp_listen = \"\"\nregion = \"us-east-1\"\n\
          [domains.\"example.org\"]\nmail_from = \"mail.example.org\"\nsign = [\"s2026a\"]\n\
          [domains.\"example.org\".selectors.s2026a]\nalgorithm = \"rsa-sha256\"\n\
          key_file = \"keys/s2026a.pem\"\n";

@@ -55,7 +55,7 @@ pub async fn staging(server_extra: &str, domains: &[(&str, bool)]) -> Staging {
     dkim_relay::dkim::keygen::write_private_key(&rsa, &Keys::shared().org_rsa.pkcs8_pem).unwrap();
     let mut text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n{server_extra}\n[upstream]\nsimulator = true\n\
-         [simulator]\nregion = \"eu-west-1\"\noutbox = \"outbox\"\n"
+         [simulator]\nhttp_listen = \"\"\nregion = \"eu-west-1\"\noutbox = \"outbox\"\n"
     );
     for (name, subdomains) in domains {
         text.push_str(&format!(

@@ -51,7 +51,7 @@ async fn staging(server: &str) -> Staging {
     dkim_relay::dkim::keygen::write_private_key(&rsa, &Keys::shared().org_rsa.pkcs8_pem).unwrap();
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n{server}\n[upstream]\nsimulator = true\n\
-         [simulator]\nregion = \"eu-west-1\"\noutbox = \"outbox\"\n\
+         [simulator]\nhttp_listen = \"\"\nregion = \"eu-west-1\"\noutbox = \"outbox\"\n\
          [domains.\"example.org\"]\nmail_from = \"mail.example.org\"\nsign = [\"s1\"]\n\
          [domains.\"example.org\".selectors.s1]\nalgorithm = \"rsa-sha256\"\nkey_file = \"{}\"\n",
         rsa.display()

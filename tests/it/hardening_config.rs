@@ -39,7 +39,7 @@ impl Dir {
     fn write(&self, server: &str, domain: &str, key: &Path) -> PathBuf {
         let text = format!(
             "[server]\n{server}\n[upstream]\nsimulator = true\n\
-             [simulator]\noutbox = \"outbox\"\n\
+             [simulator]\nhttp_listen = \"\"\noutbox = \"outbox\"\n\
              [domains.\"example.org\"]\nmail_from = \"mail.example.org\"\nsign = [\"s1\"]\n{domain}\n\
              [domains.\"example.org\".selectors.s1]\nalgorithm = \"rsa-sha256\"\nkey_file = \"{}\"\n",
             key.display()

@@ -23,7 +23,7 @@ fn write_config(dir: &std::path::Path, top: &str, sim_extra: &str) -> std::path:
     dkim_relay::dkim::keygen::write_private_key(&rsa, &Keys::shared().org_rsa.pkcs8_pem).unwrap();
     let text = format!(
         "{top}\n[server]\nlisten = \"127.0.0.1:0\"\n[upstream]\nsimulator = true\n\
-         [simulator]\nregion = \"eu-west-1\"\noutbox = \"outbox\"\n{sim_extra}\n\
+         [simulator]\nhttp_listen = \"\"\nregion = \"eu-west-1\"\noutbox = \"outbox\"\n{sim_extra}\n\
          [http]\nlisten = \"127.0.0.1:0\"\n\
          [domains.\"example.org\"]\nmail_from = \"mail.example.org\"\nsign = [\"s1\"]\n\
          [domains.\"example.org\".selectors.s1]\nalgorithm = \"rsa-sha256\"\nkey_file = \"{}\"\n",

@@ -51,7 +51,7 @@ fn write_config(
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n\
          [upstream]\nsimulator = true\n{upstream_extra}\n\
-         [simulator]\nregion = \"eu-west-1\"\noutbox = \"outbox\"\nmax_send_rate = {sim_rate}\n\
+         [simulator]\nhttp_listen = \"\"\nregion = \"eu-west-1\"\noutbox = \"outbox\"\nmax_send_rate = {sim_rate}\n\
          [domains.\"example.org\"]\nmail_from = \"mail.example.org\"\nsign = [\"s1\"]\n\
          [domains.\"example.org\".selectors.s1]\nalgorithm = \"rsa-sha256\"\nkey_file = \"{}\"\n",
         key.display()

@@ -22,7 +22,7 @@ async fn staging(extra_domain: &str) -> Staging {
     dkim_relay::dkim::keygen::write_private_key(&rsa, &keys.org_rsa.pkcs8_pem).unwrap();
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n[upstream]\nsimulator = true\n\
-         [simulator]\nregion = \"eu-west-1\"\noutbox = \"outbox\"\n\
+         [simulator]\nhttp_listen = \"\"\nregion = \"eu-west-1\"\noutbox = \"outbox\"\n\
          [domains.\"example.org\"]\nmail_from = \"mail.example.org\"\nsign = [\"s1\"]\n{extra_domain}\n\
          [domains.\"example.org\".selectors.s1]\nalgorithm = \"rsa-sha256\"\nkey_file = \"{}\"\n",
         rsa.display()
@@ -265,7 +265,7 @@ async fn daemon_start_that_cannot_bind_is_an_error_naming_the_address() {
     dkim_relay::dkim::keygen::write_private_key(&rsa, &keys.org_rsa.pkcs8_pem).unwrap();
     let text = format!(
         "[server]\nlisten = \"{addr}\"\n[upstream]\nsimulator = true\n\
-         [simulator]\noutbox = \"outbox\"\n\
+         [simulator]\nhttp_listen = \"\"\noutbox = \"outbox\"\n\
          [domains.\"example.org\"]\nmail_from = \"mail.example.org\"\nsign = [\"s1\"]\n\
          [domains.\"example.org\".selectors.s1]\nalgorithm = \"rsa-sha256\"\nkey_file = \"{}\"\n",
         rsa.display()

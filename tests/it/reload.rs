@@ -726,7 +726,7 @@ async fn reload_that_flips_the_simulator_switch_is_refused_and_mail_still_flows(
     let sim_text = |region: &str| {
         format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n[upstream]\nsimulator = true\n\
-             [simulator]\nregion = \"{region}\"\noutbox = \"outbox\"\n\
+             [simulator]\nhttp_listen = \"\"\nregion = \"{region}\"\noutbox = \"outbox\"\n\
              [domains.\"example.org\"]\nmail_from = \"mail.example.org\"\nsign = [\"sa\"]\n\
              [domains.\"example.org\".selectors.sa]\nalgorithm = \"rsa-sha256\"\nkey_file = \"sa.pem\"\n"
         )

@@ -43,7 +43,7 @@ pub struct DkimAttributes {
     pub signing_enabled: bool,
     /// PENDING | SUCCESS | FAILED | TEMPORARY_FAILURE | NOT_STARTED.
     pub status: Option<String>,
-    /// AWS_SES (Easy DKIM) | EXTERNAL (BYODKIM) | AWS_SES_<region> (global endpoints).
+    /// AWS_SES (Easy DKIM) | EXTERNAL (BYODKIM) | `AWS_SES_<region>` (global endpoints).
     pub signing_attributes_origin: Option<String>,
     pub current_signing_key_length: Option<String>,
 }

@@ -7,8 +7,8 @@
 //! is wrong for bodies ending in whitespace-only lines, and a verifier that shares a signer's
 //! canonicalization reports `pass` for exactly the signatures that fail at receivers. Why not
 //! our signer's canonicalizer: the same reason. So this module parses the message, the tag
-//! lists and the key record itself ([`tags`]), canonicalizes with its own second
-//! implementation ([`canon`]), and uses aws-lc-rs only for SHA-256 and the public-key check
+//! lists and the key record itself (`tags`), canonicalizes with its own second
+//! implementation (`canon`), and uses aws-lc-rs only for SHA-256 and the public-key check
 //! (RSASSA-PKCS1-v1_5 with SHA-256 for keys of 1024 bits and more; Ed25519 over the SHA-256 of
 //! the header data, RFC 8463 §3).
 //!

@@ -1,5 +1,5 @@
 // Drives the simulator's HTTP API with an existing Mailpit client library, unchanged: the npm
-// package `mailpit-api` (https://www.npmjs.com/package/mailpit-api). Usage:
+// package `mailpit-api` (npm). Usage:
 //   node mailpit-client.mjs <base URL> <subject> [--delete]
 import { MailpitClient } from "mailpit-api";
 import assert from "node:assert/strict";

@@ -7,7 +7,7 @@
 # independent verifiers: dkimpy, OpenDKIM (opendkim-testmsg), Mail::DKIM and go-msgauth
 # (dkim-verify). Fails if any verifier is missing or any case fails at any verifier.
 #
-# DNS is hermetic: keys are served by .ci/dkim-verifiers/dns.py from the corpus's dns.tsv on 127.0.0.1.
+# DNS is hermetic: keys are served by .ci/dkim-verifiers/dns_server.py from the corpus's dns.tsv on 127.0.0.1.
 # OpenDKIM and go-msgauth read /etc/resolv.conf and cannot be pointed elsewhere, so they run in
 # a private user+network+mount namespace (`unshare -rnm`) where /etc/resolv.conf is bind-mounted
 # to "nameserver 127.0.0.1" and the only network is the namespace's own loopback: no packet

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs inside `unshare -rnm` (from .ci/dkim-verifiers.sh): loopback up, /etc/resolv.conf bind-mounted to
-# 127.0.0.1 (this namespace only), .ci/dkim-verifiers/dns.py serving the corpus's keys there, then
+# 127.0.0.1 (this namespace only), .ci/dkim-verifiers/dns_server.py serving the corpus's keys there, then
 # Mail::DKIM, OpenDKIM and go-msgauth over every case. Usage: in-namespace.sh WORK_DIR CORPUS_DIR
 set -euo pipefail
 work="$1"
@@ -8,7 +8,7 @@ corpus="$2"
 ip link set lo up
 echo "nameserver 127.0.0.1" > "$work/resolv.conf"
 mount --bind "$work/resolv.conf" /etc/resolv.conf
-/usr/bin/python3 .ci/dkim-verifiers/dns.py "$corpus/dns.tsv" 53 > "$work/dns.log" 2>&1 &
+/usr/bin/python3 .ci/dkim-verifiers/dns_server.py "$corpus/dns.tsv" 53 > "$work/dns.log" 2>&1 &
 dns_pid=$!
 trap 'kill "$dns_pid" 2>/dev/null || true' EXIT
 for _ in $(seq 50); do grep -q ready "$work/dns.log" && break; sleep 0.1; done

@@ -1,6 +1,6 @@
 #!/usr/bin/perl
 # Mail::DKIM over a corpus directory (the DKIM differential suite, CI only). Every key lookup
-# goes to the resolver given here: 127.0.0.1 port ARGV[1] (.ci/dkim-verifiers/dns.py), nothing else.
+# goes to the resolver given here: 127.0.0.1 port ARGV[1] (.ci/dkim-verifiers/dns_server.py), nothing else.
 # Usage: maildkim.pl CORPUS_DIR PORT. Prints FAIL lines and a summary; exit 1 on any failure.
 use strict;
 use warnings;

@@ -3,7 +3,7 @@
 
 Answers TXT queries from a TSV file (name TAB value, one record a line) over UDP and TCP on
 127.0.0.1:PORT; every other name or type gets NXDOMAIN / an empty answer. Standard library
-only, so CI needs no extra package. Usage: dns.py RECORDS.tsv PORT
+only, so CI needs no extra package. Usage: dns_server.py RECORDS.tsv PORT
 """
 import socket
 import struct

@@ -369,24 +369,34 @@ pub async fn start_with(
     })
 }
 
-/// While the check is off (or between rounds), how often the interval in force is read again.
+/// While the check is off (or between rounds), how often the interval in force is read again;
+/// also the longest wait for the first round after start.
 const KEY_CHECK_POLL: Duration = Duration::from_secs(60);
 
-/// The published-key check's task: a round at start, then one every `[dns]
-/// check_interval_secs` of the snapshot in force. `lookup` is the tests' table; otherwise each
-/// round asks the `[dns]` name server in force.
+/// The published-key check's task: a first round one interval (at most a minute) after start —
+/// not at once, so a relay that starts and stops (a test, `check`-like runs) asks no name
+/// server — then one every `[dns] check_interval_secs` of the snapshot in force. `lookup` is the
+/// tests' table; otherwise each round asks the `[dns]` name server in force.
 async fn check_keys(live: Live, metrics: Arc<Metrics>, lookup: Option<Arc<dyn Lookup>>) {
+    let started = Instant::now();
     let mut last: Option<Instant> = None;
     loop {
         let snapshot = live.snapshot();
         let interval = snapshot.dns.check_interval;
-        let due = !interval.is_zero() && last.is_none_or(|t| t.elapsed() >= interval);
+        let due = !interval.is_zero()
+            && match last {
+                None => started.elapsed() >= interval.min(KEY_CHECK_POLL),
+                Some(t) => t.elapsed() >= interval,
+            };
         if due {
             key_check_round(&snapshot, &metrics, lookup.as_ref()).await;
             last = Some(Instant::now());
         }
         let wait = match last {
             Some(t) if !interval.is_zero() => interval.saturating_sub(t.elapsed()),
+            None if !interval.is_zero() => interval
+                .min(KEY_CHECK_POLL)
+                .saturating_sub(started.elapsed()),
             _ => KEY_CHECK_POLL,
         };
         drop(snapshot);

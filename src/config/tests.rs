@@ -198,6 +198,8 @@ fn inline_password_warns() {
     // The secret never appears in the effective configuration.
     let snap = load_str(Path::new("t.toml"), &text).unwrap();
     assert!(!snap.describe().contains("sekrit"));
+    // A real upstream: the published-key check runs hourly by default.
+    assert_eq!(snap.dns.check_interval, secs(3600));
     assert!(!format!("{snap:?}").contains("sekrit"));
 }
 
@@ -297,7 +299,9 @@ fn reload_and_dns_tables() {
     assert!(!snap.reload.require_published);
     assert_eq!(snap.reload.key_max_age, secs(180 * 86_400));
     assert_eq!(snap.dns.nameserver, None);
-    assert_eq!(snap.dns.check_interval, secs(3600));
+    // This configuration relays to the embedded simulator: the published-key check is off
+    // unless `check_interval_secs` is set (3600 otherwise).
+    assert!(snap.dns.check_interval.is_zero());
     assert!(!snap.domains["example.org"].require_published);
 
     let text = config(&format!(

@@ -20,6 +20,11 @@
 //! and the `[http]` endpoint serves them. A component added later registers its readiness check
 //! or queue probe through [`Running::readiness`] / [`Running::metrics`].
 //!
+//! [`start`] also spawns the published-key check ([`crate::doctor::published`]): every
+//! `[dns] check_interval_secs` (read from the snapshot in force each round, so a reload applies;
+//! 0 = off) it looks up every configured selector's key record and sets
+//! `dkim_relay_key_dns_match`. It runs on its own task, so a slow name server never delays SMTP.
+//!
 //! Invariants: a failed start leaves nothing running (whatever was started is dropped, which
 //! closes it); [`Running::shutdown`] drains the relay (transactions in flight finish within the
 //! grace period) while the spool's worker lets its deliveries in flight finish within the same
@@ -29,12 +34,14 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::config::reload::{Live, Reloaded};
 use crate::config::{self, Diagnostic, Severity, Snapshot, UpstreamTarget};
-use crate::dns::lookup::{HickoryLookup, Lookup};
+use crate::dns::lookup::{HickoryLookup, Lookup, NoLookup};
+use crate::doctor::published::{self, Published};
 use crate::health::{Flag, Readiness};
-use crate::metrics::Metrics;
+use crate::metrics::{KeyDns, Metrics};
 use crate::relay::Relay;
 use crate::relay::protocol::RelayProtocol;
 use crate::server::{self, Listener, Mode, Stopped};
@@ -113,6 +120,8 @@ pub struct Running {
     /// Set while the listeners accept (cleared when draining starts).
     listening: Arc<Flag>,
     http: Option<crate::http::Handle>,
+    /// The periodic published-key check.
+    key_check: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Running {
@@ -173,6 +182,7 @@ impl Running {
             );
         }
         self.watcher.abort();
+        self.key_check.abort();
         if let Some(http) = self.simulator_http.take() {
             http.shutdown().await;
         }
@@ -192,6 +202,7 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         self.watcher.abort();
+        self.key_check.abort();
         if let Some(w) = &self.spool {
             w.abort();
         }
@@ -284,6 +295,7 @@ pub async fn start_with(
         }
         None => None,
     };
+    let check_lookup = options.lookup.clone();
     if let Some(lookup) = options.lookup {
         live = live.with_lookup(lookup);
     }
@@ -339,6 +351,7 @@ pub async fn start_with(
         None => None,
     };
     let watcher = config::watch::spawn(live.clone());
+    let key_check = tokio::spawn(check_keys(live.clone(), Arc::clone(&metrics), check_lookup));
     Ok(Running {
         addrs,
         live,
@@ -352,7 +365,82 @@ pub async fn start_with(
         readiness,
         listening,
         http,
+        key_check,
     })
+}
+
+/// While the check is off (or between rounds), how often the interval in force is read again;
+/// also the longest wait for the first round after start.
+const KEY_CHECK_POLL: Duration = Duration::from_secs(60);
+
+/// The published-key check's task: a first round one interval (at most a minute) after start —
+/// not at once, so a relay that starts and stops (a test, `check`-like runs) asks no name
+/// server — then one every `[dns] check_interval_secs` of the snapshot in force. `lookup` is the
+/// tests' table; otherwise each round asks the `[dns]` name server in force.
+async fn check_keys(live: Live, metrics: Arc<Metrics>, lookup: Option<Arc<dyn Lookup>>) {
+    let started = Instant::now();
+    let mut last: Option<Instant> = None;
+    loop {
+        let snapshot = live.snapshot();
+        let interval = snapshot.dns.check_interval;
+        let due = !interval.is_zero()
+            && match last {
+                None => started.elapsed() >= interval.min(KEY_CHECK_POLL),
+                Some(t) => t.elapsed() >= interval,
+            };
+        if due {
+            key_check_round(&snapshot, &metrics, lookup.as_ref()).await;
+            last = Some(Instant::now());
+        }
+        let wait = match last {
+            Some(t) if !interval.is_zero() => interval.saturating_sub(t.elapsed()),
+            None if !interval.is_zero() => interval
+                .min(KEY_CHECK_POLL)
+                .saturating_sub(started.elapsed()),
+            _ => KEY_CHECK_POLL,
+        };
+        drop(snapshot);
+        tokio::time::sleep(wait.clamp(Duration::from_millis(10), KEY_CHECK_POLL)).await;
+    }
+}
+
+/// One round: every selector of `snapshot` looked up, the gauges set, problems logged.
+async fn key_check_round(snapshot: &Snapshot, metrics: &Metrics, lookup: Option<&Arc<dyn Lookup>>) {
+    let lookup: Arc<dyn Lookup> = match lookup {
+        Some(l) => Arc::clone(l),
+        None => match HickoryLookup::new(&snapshot.dns) {
+            Ok(l) => Arc::new(l),
+            Err(e) => {
+                tracing::warn!(error = %e, "key record check: no resolver");
+                Arc::new(NoLookup("no resolver"))
+            }
+        },
+    };
+    let outcomes = published::check_published(&snapshot.domains, lookup.as_ref()).await;
+    let mut seen = Vec::with_capacity(outcomes.len());
+    for o in outcomes {
+        match &o.outcome {
+            Published::Matches => {}
+            Published::Differs(problem) => tracing::warn!(
+                domain = %o.domain,
+                selector = %o.selector,
+                %problem,
+                "the published DKIM key record does not match the loaded key"
+            ),
+            Published::Unknown(error) => tracing::info!(
+                domain = %o.domain,
+                selector = %o.selector,
+                %error,
+                "could not look up the DKIM key record; keeping the last result"
+            ),
+        }
+        seen.push(KeyDns {
+            matches: o.outcome.matches(),
+            domain: o.domain,
+            selector: o.selector,
+        });
+    }
+    metrics.key_dns_checked(&seen);
 }
 
 /// Starts the simulator's web UI and API on `settings.http_listen` over `outbox`. A default

@@ -32,7 +32,8 @@
 //!   Mailpit-compatible API over the outbox ([`sim::http`]), the feedback SES would send
 //!   ([`sim::feedback`]), live faults ([`sim::fault`]) and
 //!   the recorder of what it saw ([`sim::record`]). [`doctor`]: checks of the
-//!   published DNS records and their printing; [`doctor::ses`]: the SES API's view (identity,
+//!   published DNS records and their printing; [`doctor::published`]: the key-record check the
+//!   running relay repeats for `dkim_relay_key_dns_match`; [`doctor::ses`]: the SES API's view (identity,
 //!   MAIL FROM, account), SigV4-signed. [`spool`]: the durable queue (commit with
 //!   fsync and a checksummed marker, retry schedule, background delivery that pauses on
 //!   account-level SES answers, dead-letter); [`upstream::reply_class`] says what each SES

@@ -161,6 +161,14 @@ pub mod dns {
     use super::Range;
     pub const TIMEOUT_SECS: Range = Range::secs(5, 60);
     pub const PORT: u16 = 53;
+    /// How often the published key records are compared with the loaded keys (the
+    /// `dkim_relay_key_dns_match` gauges): hourly; 0 turns the check off; at most a day.
+    pub const CHECK_INTERVAL_SECS: Range = Range {
+        default: 3600,
+        min: 0,
+        max: 86_400,
+        unit: "seconds",
+    };
 }
 
 /// `[spool]`.
@@ -373,6 +381,7 @@ pub fn documented() -> Vec<(&'static str, &'static str, String)> {
         ),
         ("reload", "key_max_age_days", d(reload::KEY_MAX_AGE_DAYS)),
         ("dns", "timeout_secs", d(dns::TIMEOUT_SECS)),
+        ("dns", "check_interval_secs", d(dns::CHECK_INTERVAL_SECS)),
         ("spool", "mode", q(spool::MODE)),
         ("spool", "min_free_mb", d(spool::MIN_FREE_MB)),
         ("spool", "retry_initial_ms", d(spool::RETRY_INITIAL_MS)),

@@ -174,6 +174,10 @@ min_data_rate_window_secs = {window}
             None => out.push_str("# nameserver: the system resolver (resolv.conf)\n"),
         }
         out.push_str(&format!("timeout_secs = {}\n", self.dns.timeout.as_secs()));
+        out.push_str(&format!(
+            "check_interval_secs = {}\n",
+            self.dns.check_interval.as_secs()
+        ));
         match &self.spool {
             None => out.push_str("\n# [spool]: none (pass-through)\n"),
             Some(s) => out.push_str(&format!(

@@ -74,6 +74,8 @@ pub struct RawDns {
     /// `IP:PORT` (or a bare IP, port 53); absent: the system resolver (resolv.conf).
     pub nameserver: Option<String>,
     pub timeout_secs: Option<u64>,
+    /// Seconds between checks of the published key records; 0 = off.
+    pub check_interval_secs: Option<u64>,
 }
 
 /// `listen` takes one address or a list.

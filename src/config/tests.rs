@@ -198,6 +198,8 @@ fn inline_password_warns() {
     // The secret never appears in the effective configuration.
     let snap = load_str(Path::new("t.toml"), &text).unwrap();
     assert!(!snap.describe().contains("sekrit"));
+    // A real upstream: the published-key check runs hourly by default.
+    assert_eq!(snap.dns.check_interval, secs(3600));
     assert!(!format!("{snap:?}").contains("sekrit"));
 }
 
@@ -297,6 +299,9 @@ fn reload_and_dns_tables() {
     assert!(!snap.reload.require_published);
     assert_eq!(snap.reload.key_max_age, secs(180 * 86_400));
     assert_eq!(snap.dns.nameserver, None);
+    // This configuration relays to the embedded simulator: the published-key check is off
+    // unless `check_interval_secs` is set (3600 otherwise).
+    assert!(snap.dns.check_interval.is_zero());
     assert!(!snap.domains["example.org"].require_published);
 
     let text = config(&format!(
@@ -324,6 +329,15 @@ fn reload_and_dns_tables() {
     let text = config(&format!("[dns]\nnameserver = \"::1\"\n{}", domain(&k, "")));
     let snap = load_str(Path::new("t.toml"), &text).unwrap();
     assert_eq!(snap.dns.nameserver, Some("[::1]:53".parse().unwrap()));
+
+    // The published-key check: 0 turns it off.
+    let text = config(&format!(
+        "[dns]\ncheck_interval_secs = 0\n{}",
+        domain(&k, "")
+    ));
+    let snap = load_str(Path::new("t.toml"), &text).unwrap();
+    assert!(snap.dns.check_interval.is_zero());
+    assert!(snap.describe().contains("check_interval_secs = 0"));
 }
 
 #[test]
@@ -345,6 +359,14 @@ fn reload_and_dns_errors_are_located() {
     assert!(has(&d, "dns.timeout_secs", "between 1 and 60"), "{d:?}");
     let ns = d.iter().find(|d| d.key == "dns.nameserver").unwrap();
     assert_eq!(ns.line, Some(7));
+    let d = errors(&config(&format!(
+        "[dns]\ncheck_interval_secs = 86401\n{}",
+        domain(&k, "")
+    )));
+    assert!(
+        has(&d, "dns.check_interval_secs", "between 0 and 86400"),
+        "{d:?}"
+    );
     let d = errors(&config("[reload]\nwatch = true\nwach = 1\n"));
     assert!(has(&d, "reload.wach", "unknown field"), "{d:?}");
 }

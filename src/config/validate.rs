@@ -155,7 +155,12 @@ pub(super) fn resolve(file: &Path, text: &str, raw: RawConfig) -> LoadResult {
     let upstream = upstream(&mut cx, &raw.upstream, raw.simulator.as_ref());
     let profile = upstream.as_ref().map(|u| u.profile).unwrap_or(Profile::Ses);
     let reload = reload(&mut cx, &raw.reload);
-    let dns = dns(&mut cx, &raw.dns);
+    let mut dns = dns(&mut cx, &raw.dns);
+    // On the embedded simulator (staging, demo keys) the keys that matter are in the
+    // simulator's own zone, not public DNS: the published-key check is off unless asked for.
+    if raw.dns.check_interval_secs.is_none() && raw.upstream.simulator == Some(true) {
+        dns.check_interval = std::time::Duration::ZERO;
+    }
     let spool = raw.spool.as_ref().and_then(|s| spool::spool(&mut cx, s));
     let (http, log_format) = http::http(&mut cx, raw.http.as_ref(), raw.log_format.as_deref());
     let mut domains = Domains::default();

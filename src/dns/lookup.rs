@@ -22,13 +22,17 @@ use mail_auth::hickory_resolver::{Resolver, TokioResolver};
 use super::view::DnsView;
 use crate::domain_name::dns_name;
 
-/// `[dns]`, resolved: which name server the look-ups ask, and how long each may take.
+/// `[dns]`, resolved: which name server the look-ups ask, how long each may take, and how often
+/// the relay checks its published key records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolverSettings {
     /// `None`: the system resolver configuration.
     pub nameserver: Option<SocketAddr>,
     /// Per lookup.
     pub timeout: Duration,
+    /// Between two checks of the published key records against the loaded keys (the
+    /// `dkim_relay_key_dns_match` gauges); zero: no check.
+    pub check_interval: Duration,
 }
 
 /// Why a lookup produced no answer (as opposed to an empty one).

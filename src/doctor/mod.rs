@@ -13,7 +13,8 @@
 //! [`crate::dns::lookup`], as does the DKIM key-record rule [`crate::dns::dkim_record`] that also
 //! decides `require_published` at reload) and calls them. doctor is diagnosis plus wording.
 //! [`ses`] does the same for what the SES API v2 reports (`doctor --ses`: identities, custom
-//! MAIL FROM, account).
+//! MAIL FROM, account). [`published`] is the key-record half of it that the running relay
+//! repeats periodically for its metrics.
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
@@ -24,6 +25,7 @@ use crate::dkim::key::SelectorKey;
 use crate::dns::dkim_record::{DkimRecordOutcome, DkimRecordProblem, tag, tag_list};
 use crate::dns::lookup::{Lookup, LookupError};
 
+pub mod published;
 pub mod ses;
 
 /// How a check came out.

@@ -429,3 +429,62 @@ impl WithSign for Snapshot {
         self
     }
 }
+
+// ---- the periodic key-record check ------------------------------------------------------
+
+fn published(snap: &Snapshot, lookup: &StaticLookup) -> Vec<(String, Option<bool>)> {
+    block(published::check_published(&snap.domains, lookup))
+        .into_iter()
+        .map(|r| {
+            assert_eq!(r.domain, "example.org");
+            (r.selector, r.outcome.matches())
+        })
+        .collect()
+}
+
+#[test]
+fn published_check_matching_missing_other_key_and_lookup_failure() {
+    let snap = snapshot("", "");
+    let dns = good_records(&snap);
+    // Both selectors (active and published-only) are checked, in configuration order.
+    assert_eq!(
+        published(&snap, &dns),
+        vec![("e2026a".into(), Some(true)), ("s2026a".into(), Some(true))]
+    );
+    // Missing.
+    let mut missing = dns.clone();
+    missing.remove("e2026a._domainkey.example.org");
+    assert_eq!(
+        published(&snap, &missing),
+        vec![
+            ("e2026a".into(), Some(false)),
+            ("s2026a".into(), Some(true))
+        ]
+    );
+    let out = block(published::check_published(&snap.domains, &missing));
+    assert_eq!(
+        out[0].outcome,
+        published::Published::Differs(DkimRecordProblem::Missing)
+    );
+    // Another key at the name (a stale record from before a rotation).
+    let mut other = dns.clone();
+    other.remove("s2026a._domainkey.example.org");
+    other.add_txt(
+        "s2026a._domainkey.example.org",
+        &format!("v=DKIM1; k=rsa; p={}", B64.encode([7u8; 294])),
+    );
+    assert_eq!(
+        published(&snap, &other),
+        vec![
+            ("e2026a".into(), Some(true)),
+            ("s2026a".into(), Some(false))
+        ]
+    );
+    // No answer: unknown, not a mismatch.
+    let mut failing = dns.clone();
+    failing.fail("s2026a._domainkey.example.org");
+    assert_eq!(
+        published(&snap, &failing),
+        vec![("e2026a".into(), Some(true)), ("s2026a".into(), None)]
+    );
+}

@@ -355,6 +355,13 @@ pub(super) struct KeyLabels {
     pub active: Flag,
 }
 
+/// A configured selector, for whether DNS publishes its key.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub(super) struct SelectorLabels {
+    pub domain: String,
+    pub selector: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,10 @@
 //! Values that belong to another component and change without an event — the spool's size and
 //! oldest message — are read when `/metrics` is scraped, through a [`QueueProbe`] that
 //! component registers ([`Metrics::register_queue`]). Key ages are computed at scrape time from
-//! the key files' modification times recorded by [`Metrics::set_keys`].
+//! the key files' modification times recorded by [`Metrics::set_keys`]. Whether each selector's
+//! DNS record matches its key is what the daemon's periodic check last saw
+//! ([`Metrics::key_dns_checked`]); a selector the check could not look up keeps its previous
+//! value (absent until first seen).
 //!
 //! The exposition is OpenMetrics text (what `prometheus-client` writes, ending in `# EOF`);
 //! Prometheus scrapes it with [`CONTENT_TYPE`].
@@ -52,6 +55,16 @@ pub struct QueueStats {
     pub oldest: Option<Duration>,
 }
 
+/// What the periodic check saw at one configured selector's `_domainkey` name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyDns {
+    pub domain: String,
+    pub selector: String,
+    /// `Some(true)`: the record publishes the loaded key; `Some(false)`: missing or another;
+    /// `None`: no answer this round.
+    pub matches: Option<bool>,
+}
+
 /// One configured selector, for the key gauges.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyInfo {
@@ -86,7 +99,11 @@ pub struct Metrics {
     reload_last_success: FloatGauge,
     key_bits: Family<KeyLabels, Gauge>,
     key_age: Family<KeyLabels, FloatGauge>,
+    key_dns_match: Family<SelectorLabels, Gauge>,
+    key_dns_checked: FloatGauge,
     keys: Mutex<Vec<KeyInfo>>,
+    /// The selectors `key_dns_match` has a value for (to drop the ones no longer configured).
+    key_dns_seen: Mutex<std::collections::BTreeSet<SelectorLabels>>,
     queue_probe: Mutex<Option<Arc<dyn QueueProbe>>>,
 }
 
@@ -208,6 +225,20 @@ impl Metrics {
             Unit::Seconds,
             key_age.clone(),
         );
+        let key_dns_match = Family::<SelectorLabels, Gauge>::default();
+        r.register(
+            "key_dns_match",
+            "Whether the selector's DNS record was last seen publishing the loaded key (1) or \
+             missing or another key (0); absent until seen",
+            key_dns_match.clone(),
+        );
+        let key_dns_checked = FloatGauge::default();
+        r.register_with_unit(
+            "key_dns_checked_timestamp",
+            "Unix time the last check of the published key records completed",
+            Unit::Seconds,
+            key_dns_checked.clone(),
+        );
         r.register(
             "build",
             "Build information",
@@ -233,7 +264,10 @@ impl Metrics {
             reload_last_success,
             key_bits,
             key_age,
+            key_dns_match,
+            key_dns_checked,
             keys: Mutex::new(Vec::new()),
+            key_dns_seen: Mutex::new(Default::default()),
             queue_probe: Mutex::new(None),
         }
     }
@@ -341,6 +375,38 @@ impl Metrics {
         *lock(&self.keys) = keys;
     }
 
+    /// A round of the published-key check completed: `seen` is every selector of the
+    /// configuration in force. A selector with an answer gets 1 or 0; one without keeps what was
+    /// last seen; one no longer configured is dropped.
+    pub fn key_dns_checked(&self, seen: &[KeyDns]) {
+        let mut known = lock(&self.key_dns_seen);
+        let current: std::collections::BTreeSet<SelectorLabels> = seen
+            .iter()
+            .map(|k| SelectorLabels {
+                domain: k.domain.clone(),
+                selector: k.selector.clone(),
+            })
+            .collect();
+        for gone in known.difference(&current) {
+            self.key_dns_match.remove(gone);
+        }
+        known.retain(|l| current.contains(l));
+        for k in seen {
+            if let Some(m) = k.matches {
+                let labels = SelectorLabels {
+                    domain: k.domain.clone(),
+                    selector: k.selector.clone(),
+                };
+                self.key_dns_match.get_or_create(&labels).set(i64::from(m));
+                known.insert(labels);
+            }
+        }
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.key_dns_checked.set(now.as_secs_f64());
+    }
+
     /// The exposition: probes read, ages computed, then every metric in OpenMetrics text.
     pub fn render(&self) -> String {
         self.refresh();
@@ -435,6 +501,48 @@ mod tests {
         assert!(text.contains("dkim_relay_key_age_seconds{"), "{text}");
         drop(_c);
         assert!(m.render().contains("dkim_relay_connections_open 0"));
+    }
+
+    #[test]
+    fn key_dns_match_keeps_the_last_answer_and_drops_unconfigured_selectors() {
+        let m = Metrics::new();
+        let text = m.render();
+        assert!(!text.contains("dkim_relay_key_dns_match{"), "{text}");
+        assert!(
+            text.contains("# TYPE dkim_relay_key_dns_checked_timestamp_seconds gauge"),
+            "{text}"
+        );
+        let k = |selector: &str, matches| KeyDns {
+            domain: "example.org".into(),
+            selector: selector.into(),
+            matches,
+        };
+        m.key_dns_checked(&[k("a", Some(true)), k("b", Some(false)), k("c", None)]);
+        let text = m.render();
+        for line in [
+            "dkim_relay_key_dns_match{domain=\"example.org\",selector=\"a\"} 1",
+            "dkim_relay_key_dns_match{domain=\"example.org\",selector=\"b\"} 0",
+            "# TYPE dkim_relay_key_dns_match gauge",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
+        assert!(!text.contains("selector=\"c\""), "{text}");
+        assert!(
+            !text.contains("dkim_relay_key_dns_checked_timestamp_seconds 0.0"),
+            "{text}"
+        );
+        // No answer for a: it keeps 1. b is no longer configured: dropped.
+        m.key_dns_checked(&[k("a", None), k("c", Some(true))]);
+        let text = m.render();
+        assert!(
+            text.contains("dkim_relay_key_dns_match{domain=\"example.org\",selector=\"a\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("dkim_relay_key_dns_match{domain=\"example.org\",selector=\"c\"} 1"),
+            "{text}"
+        );
+        assert!(!text.contains("selector=\"b\""), "{text}");
     }
 
     struct Fixed;

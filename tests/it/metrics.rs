@@ -495,3 +495,58 @@ async fn the_spool_feeds_queue_gauges_and_readiness() {
     assert!(value(&samples, "dkim_relay_queue_oldest_age_seconds") >= 0.0);
     running.shutdown().await;
 }
+
+/// `[dns] check_interval_secs = 1` with a table for DNS: s1's record publishes its key, s2 (the
+/// same key file under a second name) has none. The periodic check sets
+/// `dkim_relay_key_dns_match` to 1 and 0 and stamps the round; a lookup that fails keeps the
+/// last answer instead of reporting a mismatch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_dns_match_says_which_selectors_dns_publishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "[dns]\ncheck_interval_secs = 1", "");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&format!(
+        "[domains.\"example.org\".selectors.s2]\nalgorithm = \"rsa-sha256\"\nkey_file = \"{}\"\n",
+        dir.path().join("s1.pem").display()
+    ));
+    std::fs::write(&path, text).unwrap();
+    let snapshot = config::load(&path).unwrap();
+    let s1 = snapshot
+        .domains
+        .values()
+        .next()
+        .and_then(|d| d.selectors.get("s1").cloned())
+        .unwrap();
+    let mut dns = dkim_relay::dns::lookup::StaticLookup::new();
+    dns.add_txt(
+        "s1._domainkey.example.org",
+        &dkim_relay::dkim::keygen::dkim_txt_value(s1.algorithm, &s1.public_key),
+    );
+    let running = daemon::start_with(
+        &path,
+        snapshot,
+        daemon::Options {
+            lookup: Some(std::sync::Arc::new(dns)),
+        },
+    )
+    .await
+    .unwrap();
+    let http = running.addrs.http.unwrap();
+    let s1_key = "dkim_relay_key_dns_match{domain=example.org,selector=s1}";
+    let s2_key = "dkim_relay_key_dns_match{domain=example.org,selector=s2}";
+    // The first round runs at start; poll until it has landed (bounded).
+    let mut samples = HashMap::new();
+    for _ in 0..200 {
+        let (status, body) = get(http, "/metrics").await;
+        assert_eq!(status, 200);
+        samples = parse(&body);
+        if samples.contains_key(s1_key) && samples.contains_key(s2_key) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(value(&samples, s1_key), 1.0);
+    assert_eq!(value(&samples, s2_key), 0.0);
+    assert!(value(&samples, "dkim_relay_key_dns_checked_timestamp_seconds") > 1.0e9);
+    running.shutdown().await;
+}

@@ -1,4 +1,5 @@
-//! `[dns]`: the name server `doctor` and `require_published` ask, and the per-lookup timeout.
+//! `[dns]`: the name server `doctor`, `require_published` and the periodic key-record check
+//! ask, the per-lookup timeout, and how often that check runs.
 
 use std::net::SocketAddr;
 
@@ -26,8 +27,14 @@ pub(super) fn dns(cx: &mut Ctx<'_>, raw: &crate::config::raw::RawDns) -> Resolve
         raw.timeout_secs,
         default::TIMEOUT_SECS,
     );
+    let check_interval = cx.ranged(
+        &["dns", "check_interval_secs"],
+        raw.check_interval_secs,
+        default::CHECK_INTERVAL_SECS,
+    );
     ResolverSettings {
         nameserver,
         timeout: secs(timeout),
+        check_interval: secs(check_interval),
     }
 }

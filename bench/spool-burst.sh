@@ -54,6 +54,7 @@ region = "us-east-1"
 outbox = "$work/outbox"
 starttls_listen = "127.0.0.1:$sim_port"
 implicit_listen = "off"
+http_listen = ""
 ca_out = "$work/ca.pem"
 identities = ["example.org"]
 max_send_rate = 100000.0
@@ -102,6 +103,10 @@ key_file = "$work/keys/example.org/bench.pem"
 TOML
 }
 
+RUST_LOG=warn "$BIN" ses-sim --config "$work/sim.toml" >"$work/sim.log" 2>&1 &
+sim_pid=$!
+wait_port "$sim_port"
+# The relay's configuration names the simulator's CA, written once the simulator is up.
 paced=yes
 write_relay "max_send_rate = $RATE"
 if ! "$BIN" check --config "$work/relay.toml" >"$work/check.out" 2>&1; then
@@ -114,9 +119,6 @@ if ! "$BIN" check --config "$work/relay.toml" >"$work/check.out" 2>&1; then
     fi
 fi
 
-RUST_LOG=warn "$BIN" ses-sim --config "$work/sim.toml" >"$work/sim.log" 2>&1 &
-sim_pid=$!
-wait_port "$sim_port"
 RUST_LOG=info "$BIN" serve --config "$work/relay.toml" >"$work/relay.log" 2>&1 &
 relay_pid=$!
 wait_port "$relay_port"

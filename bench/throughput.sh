@@ -55,6 +55,7 @@ region = "us-east-1"
 outbox = "$work/outbox"
 starttls_listen = "127.0.0.1:$sim_port"
 implicit_listen = "off"
+http_listen = ""
 ca_out = "$work/ca.pem"
 identities = ["example.org"]
 max_send_rate = 100000.0

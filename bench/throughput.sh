@@ -35,19 +35,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_port() {
-    for _ in $(seq 1 200); do
-        if python3 -c "import socket,sys; s=socket.socket(); s.settimeout(0.2); sys.exit(s.connect_ex(('127.0.0.1',$1)))" 2>/dev/null; then return 0; fi
-        sleep 0.05
-    done
-    echo "nothing listens on port $1" >&2; return 1
-}
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 sim_port="$(free_port)"
 relay_port="$(free_port)"
-secret="wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
-user="AKIAIOSFODNN7EXAMPLE"
 password="$(printf '%s' "$secret" | "$BIN" smtp-password --region us-east-1)"
 
 cat > "$work/sim.toml" <<TOML

@@ -16,15 +16,14 @@ fn is_wsp(b: &u8) -> bool {
 }
 
 /// Splits on CRLF; the piece after the last CRLF (empty if the buffer ends with one) is last.
-fn lines(buf: &[u8]) -> Vec<&[u8]> {
-    let mut out = Vec::new();
+fn lines(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let ends = memchr::memmem::find_iter(buf, b"\r\n").chain(std::iter::once(buf.len()));
     let mut start = 0;
-    for at in memchr::memmem::find_iter(buf, b"\r\n") {
-        out.push(&buf[start..at]);
+    ends.map(move |at| {
+        let line = &buf[start..at];
         start = at + 2;
-    }
-    out.push(&buf[start..]);
-    out
+        line
+    })
 }
 
 /// One header field (raw: name, colon, value with folds, final CRLF or not) in canonical form,
@@ -52,7 +51,7 @@ pub(super) fn header(c: Canonicalization, raw: &[u8]) -> Vec<u8> {
                 .rev()
                 .collect();
             // Unfold: every CRLF goes; then words separated by single spaces, none at the ends.
-            let unfolded: Vec<u8> = lines(&raw[colon + 1..]).concat();
+            let unfolded: Vec<u8> = lines(&raw[colon + 1..]).flatten().copied().collect();
             let words: Vec<&[u8]> = unfolded.split(is_wsp).filter(|w| !w.is_empty()).collect();
             let mut out = name;
             out.push(b':');
@@ -63,36 +62,52 @@ pub(super) fn header(c: Canonicalization, raw: &[u8]) -> Vec<u8> {
     }
 }
 
-/// The canonical body (RFC 6376 §3.4.3, §3.4.4).
+/// The canonical body (RFC 6376 §3.4.3, §3.4.4) as one buffer (tests read it whole).
+#[cfg(test)]
 pub(super) fn body(c: Canonicalization, body: &[u8]) -> Vec<u8> {
-    let mut kept: Vec<Vec<u8>> = lines(body)
-        .into_iter()
-        .map(|line| match c {
-            Canonicalization::Simple => line.to_vec(),
-            Canonicalization::Relaxed => relaxed_line(line),
-        })
-        .collect();
-    while kept.last().is_some_and(|l| l.is_empty()) {
-        kept.pop();
-    }
-    if kept.is_empty() {
-        return match c {
-            Canonicalization::Simple => b"\r\n".to_vec(),
-            Canonicalization::Relaxed => Vec::new(),
-        };
-    }
     let mut out = Vec::with_capacity(body.len() + 2);
-    for line in kept {
-        out.extend_from_slice(&line);
-        out.extend_from_slice(b"\r\n");
-    }
+    body_into(c, body, &mut |b| out.extend_from_slice(b));
     out
 }
 
-/// A body line under relaxed: no WSP at its end, every other run of WSP one space.
-fn relaxed_line(line: &[u8]) -> Vec<u8> {
+/// The canonical body (RFC 6376 §3.4.3, §3.4.4), handed to `sink` a line at a time. The rules
+/// read in order: find the last line that is not empty once canonicalized (the empty lines after
+/// it are dropped), then write every line up to it, each with its CRLF. Nothing but one line is
+/// ever copied: the self-check runs on every message the relay sends, 40 MB ones included.
+pub(super) fn body_into(c: Canonicalization, body: &[u8], sink: &mut impl FnMut(&[u8])) {
+    let empty = |line: &[u8]| match c {
+        Canonicalization::Simple => line.is_empty(),
+        Canonicalization::Relaxed => line.iter().all(is_wsp),
+    };
+    let last = lines(body)
+        .enumerate()
+        .filter(|(_, line)| !empty(line))
+        .last()
+        .map(|(i, _)| i);
+    let Some(last) = last else {
+        if c == Canonicalization::Simple {
+            sink(b"\r\n");
+        }
+        return;
+    };
+    let mut relaxed = Vec::new();
+    for line in lines(body).take(last + 1) {
+        match c {
+            Canonicalization::Simple => sink(line),
+            Canonicalization::Relaxed => {
+                relaxed_line(line, &mut relaxed);
+                sink(&relaxed);
+            }
+        }
+        sink(b"\r\n");
+    }
+}
+
+/// A body line under relaxed, written into `out` (cleared first): no WSP at its end, every other
+/// run of WSP one space.
+fn relaxed_line(line: &[u8], out: &mut Vec<u8>) {
+    out.clear();
     let end = line.iter().rposition(|b| !is_wsp(b)).map_or(0, |i| i + 1);
-    let mut out = Vec::with_capacity(end);
     let mut previous_wsp = false;
     for b in &line[..end] {
         if is_wsp(b) {
@@ -105,7 +120,6 @@ fn relaxed_line(line: &[u8]) -> Vec<u8> {
             previous_wsp = false;
         }
     }
-    out
 }
 
 #[cfg(test)]

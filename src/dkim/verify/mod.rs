@@ -258,15 +258,19 @@ fn check(
     }
 
     // Body first (RFC 6376 §6.1.3 step 4).
-    let mut canonical_body = canon::body(body_c, body);
-    if let Some(l) = number("l")? {
-        let l = usize::try_from(l).map_err(|_| syntax("l= too large"))?;
-        if l > canonical_body.len() {
-            return Err(Failure::BodyHash);
-        }
-        canonical_body.truncate(l);
-    }
-    if digest::digest(&digest::SHA256, &canonical_body).as_ref() != body_hash.as_slice() {
+    // Hashed as it is canonicalized: no canonical copy of the body is held.
+    let limit = match number("l")? {
+        Some(l) => Some(usize::try_from(l).map_err(|_| syntax("l= too large"))?),
+        None => None,
+    };
+    let mut hash = digest::Context::new(&digest::SHA256);
+    let mut hashed = 0usize;
+    canon::body_into(body_c, body, &mut |piece| {
+        let take = limit.map_or(piece.len(), |l| piece.len().min(l.saturating_sub(hashed)));
+        hash.update(&piece[..take]);
+        hashed += piece.len();
+    });
+    if limit.is_some_and(|l| l > hashed) || hash.finish().as_ref() != body_hash.as_slice() {
         return Err(Failure::BodyHash);
     }
 
